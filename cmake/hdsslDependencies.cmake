@@ -1,0 +1,21 @@
+# Dependencies of the hdssl::hdssl interface target. Used both when building hdssl
+# and (through hdsslConfig.cmake) when a consumer calls find_package(hdssl).
+include(CMakeFindDependencyMacro)
+set(THREADS_PREFER_PTHREAD_FLAG ON)
+find_dependency(Threads)
+find_dependency(ZLIB)
+find_dependency(Eigen3 3.3 NO_MODULE)
+find_dependency(nlohmann_json 3.9)
+find_dependency(NIfTI)          # cmake/FindNIfTI.cmake (Debian's NIFTIConfig.cmake is broken)
+# LibTorch: Debian's libtorch-dev (1.13, CPU) or any LibTorch >= 1.13 via CMAKE_PREFIX_PATH
+# (e.g. the CUDA build inside a PyTorch wheel: python3 -c 'import torch; print(torch.utils.cmake_prefix_path)').
+find_dependency(Torch)
+if(NOT TARGET hdssl::torch)
+  # LibTorch's imported targets do not carry TORCH_CXX_FLAGS (the C++11 ABI switch);
+  # wrap both in one interface target so consumers get a consistent ABI.
+  add_library(hdssl::torch INTERFACE IMPORTED)
+  separate_arguments(_hdssl_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+  set_target_properties(hdssl::torch PROPERTIES
+    INTERFACE_LINK_LIBRARIES "${TORCH_LIBRARIES}"
+    INTERFACE_COMPILE_OPTIONS "${_hdssl_torch_flags}")
+endif()

@@ -1,0 +1,1 @@
+// Anchor translation unit: carries the precompiled header that every project binary reuses.
