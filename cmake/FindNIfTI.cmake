@@ -11,7 +11,7 @@ find_package_handle_standard_args(NIfTI REQUIRED_VARS NIfTI_nifti2_LIBRARY NIfTI
 if(NIfTI_FOUND)
   set(NIfTI_LIBRARIES ${NIfTI_nifti2_LIBRARY} ${NIfTI_znz_LIBRARY})
   if(NOT TARGET NIfTI::NIfTI)
-    add_library(NIfTI::NIfTI INTERFACE IMPORTED)
+    add_library(NIfTI::NIfTI INTERFACE IMPORTED GLOBAL)
     find_package(ZLIB QUIET)
     set_target_properties(NIfTI::NIfTI PROPERTIES
       INTERFACE_INCLUDE_DIRECTORIES "${NIfTI_INCLUDE_DIR}"

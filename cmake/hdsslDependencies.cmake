@@ -1,6 +1,10 @@
 # Dependencies of the hdssl::hdssl interface target. Used both when building hdssl
 # and (through hdsslConfig.cmake) when a consumer calls find_package(hdssl).
 include(CMakeFindDependencyMacro)
+# Imported targets are directory-scoped; when hdssl is pulled in with add_subdirectory/FetchContent the
+# consumer's own targets link them too, so they are made global (CMake >= 3.24 honours this variable).
+set(_hdssl_saved_targets_global "${CMAKE_FIND_PACKAGE_TARGETS_GLOBAL}")
+set(CMAKE_FIND_PACKAGE_TARGETS_GLOBAL ON)
 set(THREADS_PREFER_PTHREAD_FLAG ON)
 find_dependency(Threads)
 find_dependency(ZLIB)
@@ -13,9 +17,10 @@ find_dependency(Torch)
 if(NOT TARGET hdssl::torch)
   # LibTorch's imported targets do not carry TORCH_CXX_FLAGS (the C++11 ABI switch);
   # wrap both in one interface target so consumers get a consistent ABI.
-  add_library(hdssl::torch INTERFACE IMPORTED)
+  add_library(hdssl::torch INTERFACE IMPORTED GLOBAL)
   separate_arguments(_hdssl_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
   set_target_properties(hdssl::torch PROPERTIES
     INTERFACE_LINK_LIBRARIES "${TORCH_LIBRARIES}"
     INTERFACE_COMPILE_OPTIONS "${_hdssl_torch_flags}")
 endif()
+set(CMAKE_FIND_PACKAGE_TARGETS_GLOBAL "${_hdssl_saved_targets_global}")
