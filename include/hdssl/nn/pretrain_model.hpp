@@ -1,0 +1,162 @@
+#pragma once
+// The pre-training model: backbone + (balancing) + projection head + (reconstruction head), composed
+// from a ModelPolicy (see presets.hpp), and the runtime options that go with it.
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "hdssl/core/error.hpp"
+#include "hdssl/loss/infonce.hpp"
+#include "hdssl/loss/reconstruction.hpp"
+#include "hdssl/nn/fpn.hpp"
+#include "hdssl/nn/gather.hpp"
+#include "hdssl/nn/heads.hpp"
+#include "hdssl/nn/policies.hpp"
+#include "hdssl/nn/projection.hpp"
+
+namespace hdssl::nn {
+
+/// Runtime knobs of pre-training (JSON keys are the field names).
+struct PretrainOptions {
+  int64_t in_channels = 1;
+  /// InfoNCE temperature tau.
+  double temperature = 0.1;
+  /// lambda of L = L_nce + lambda * L_mse; negative = the loss policy's default (10 for the paper).
+  /// Ignored by presets without a reconstruction term.
+  double reconstruction_weight = -1.0;
+  /// Output size of the projection head.
+  int64_t projection_dim = 128;
+};
+
+inline void to_json(nlohmann::json& j, const PretrainOptions& o) {
+  j = nlohmann::json{{"in_channels", o.in_channels},
+                     {"temperature", o.temperature},
+                     {"reconstruction_weight", o.reconstruction_weight},
+                     {"projection_dim", o.projection_dim}};
+}
+
+/// Strict: an unknown key, a value of the wrong type or out of range is a ConfigError naming the key.
+inline void from_json(const nlohmann::json& j, PretrainOptions& o) {
+  if (!j.is_object()) throw ConfigError("PretrainOptions: expected a JSON object");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& key = it.key();
+    const auto& v = it.value();
+    auto need_number = [&] {
+      if (!v.is_number()) throw ConfigError("PretrainOptions: '" + key + "' must be a number");
+    };
+    auto need_integer = [&] {
+      if (!v.is_number_integer()) throw ConfigError("PretrainOptions: '" + key + "' must be an integer");
+    };
+    if (key == "in_channels") {
+      need_integer();
+      o.in_channels = v.get<int64_t>();
+      if (o.in_channels < 1) throw ConfigError("PretrainOptions: 'in_channels' must be >= 1");
+    } else if (key == "temperature") {
+      need_number();
+      o.temperature = v.get<double>();
+      if (!(o.temperature > 0)) throw ConfigError("PretrainOptions: 'temperature' must be > 0");
+    } else if (key == "reconstruction_weight") {
+      need_number();
+      o.reconstruction_weight = v.get<double>();
+    } else if (key == "projection_dim") {
+      need_integer();
+      o.projection_dim = v.get<int64_t>();
+      if (o.projection_dim < 1) throw ConfigError("PretrainOptions: 'projection_dim' must be >= 1");
+    } else {
+      throw ConfigError("PretrainOptions: unknown key '" + key +
+                        "' (known: in_channels, temperature, reconstruction_weight, projection_dim)");
+    }
+  }
+}
+
+/// One pre-training batch: B pairs of patches and the positive voxels of each pair in both views.
+struct PretrainBatch {
+  torch::Tensor view1, view2;      ///< (B, C, X, Y, Z) augmented crops
+  torch::Tensor voxels1, voxels2;  ///< int64 [N, 4] (patch, x, y, z): row r of both = the same voxel
+  torch::Tensor target1, target2;  ///< (B, C, X, Y, Z) un-augmented crops; only for a reconstruction term
+};
+
+/// The loss terms of one step; `reconstruction` is undefined when the preset has no such term.
+struct PretrainLosses {
+  torch::Tensor total, info_nce, reconstruction;
+};
+
+template <class Preset>
+class PretrainModelImpl : public torch::nn::Module {
+  static_assert(policy::is_model_policy_v<Preset>,
+                "PretrainModel<Preset>: Preset must be a policy::ModelPolicy<...>, e.g. hdssl::presets::hdssl");
+
+ public:
+  using preset = Preset;
+  static constexpr int64_t embedding_dim = Preset::embedding_dim;
+
+  explicit PretrainModelImpl(const PretrainOptions& options = {}) : options(options) {
+    if (this->options.reconstruction_weight < 0)
+      this->options.reconstruction_weight = Preset::loss::default_reconstruction_weight;
+    backbone = register_module(
+        "backbone", FPN3d(FPN3dOptions(options.in_channels, Preset::base_channels, Preset::levels)));
+    if constexpr (Preset::balanced) {
+      balancing = register_module(
+          "balancing", BalancedProjection(BalancedProjectionOptions(backbone->channels(), Preset::balancing::width)
+                                              .frozen(Preset::frozen_balancing)));
+    }
+    proj_head = register_module("proj_head", ProjectionHead(ProjectionHeadOptions(embedding_dim, options.projection_dim)));
+    if constexpr (Preset::heads::reconstruction) {
+      recon_head = register_module("recon_head", ReconstructionHead(Preset::base_channels, options.in_channels));
+    }
+  }
+
+  /// Voxel embeddings [N, d] (balanced or raw concatenation) of the voxels of one view's pyramid.
+  torch::Tensor embed(const std::vector<torch::Tensor>& pyramid, const torch::Tensor& voxels) {
+    if constexpr (Preset::balanced) {
+      return balancing->forward(gather_levels(pyramid, voxels));
+    } else {
+      return gather_pyramid(pyramid, voxels);
+    }
+  }
+
+  /// Both views through the backbone as separate batches (BN statistics per view), positives gathered,
+  /// projected, and the loss terms of the preset.
+  PretrainLosses forward(const PretrainBatch& batch) {
+    if (!batch.view1.defined() || !batch.view2.defined() || !batch.voxels1.defined() || !batch.voxels2.defined())
+      throw DataError("PretrainModel: view1, view2, voxels1 and voxels2 are all required");
+    if (batch.voxels1.sizes() != batch.voxels2.sizes())
+      throw DataError("PretrainModel: voxels1 and voxels2 must list the same number of positive pairs");
+    PretrainLosses out;
+    const auto pyramid1 = backbone->forward(batch.view1);
+    const auto pyramid2 = backbone->forward(batch.view2);
+    const auto z1 = proj_head->forward(embed(pyramid1, batch.voxels1));
+    const auto z2 = proj_head->forward(embed(pyramid2, batch.voxels2));
+    out.info_nce = loss::info_nce(z1, z2, options.temperature);
+    out.total = out.info_nce;
+    if constexpr (Preset::reconstruction) {
+      if (!batch.target1.defined() || !batch.target2.defined())
+        throw DataError("PretrainModel: this preset has a reconstruction term; target1 and target2 (the "
+                        "un-augmented crops) are required");
+      out.reconstruction = loss::reconstruction_mse(recon_head->forward(pyramid1[0]), batch.target1,
+                                                    recon_head->forward(pyramid2[0]), batch.target2);
+      out.total = out.info_nce + options.reconstruction_weight * out.reconstruction;
+    }
+    return out;
+  }
+
+  PretrainOptions options;
+  FPN3d backbone{nullptr};
+  BalancedProjection balancing{nullptr};
+  ProjectionHead proj_head{nullptr};
+  ReconstructionHead recon_head{nullptr};
+};
+
+/// Module holder (what TORCH_MODULE generates, written out because the Impl is a template).
+template <class Preset>
+class PretrainModel : public torch::nn::ModuleHolder<PretrainModelImpl<Preset>> {
+ public:
+  using torch::nn::ModuleHolder<PretrainModelImpl<Preset>>::ModuleHolder;
+  using Impl = PretrainModelImpl<Preset>;
+};
+
+}  // namespace hdssl::nn

@@ -1,0 +1,119 @@
+#pragma once
+// Balanced voxel representation and the contrastive projection MLP (method.md sections 3 and 4).
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "hdssl/core/error.hpp"
+
+namespace hdssl::nn {
+
+struct BalancedProjectionOptions {
+  BalancedProjectionOptions(std::vector<int64_t> level_channels, int64_t width)
+      : level_channels_(std::move(level_channels)), width_(width) {}
+  /// c_i of every level, finest first.
+  TORCH_ARG(std::vector<int64_t>, level_channels);
+  /// W: channels every level contributes after projection (32 in the paper).
+  TORCH_ARG(int64_t, width);
+  /// true reproduces the reference: the projections stay at their random initialisation, are not
+  /// trained and are not part of the state dict (the reference keeps them in a plain Python list).
+  TORCH_ARG(bool, frozen) = false;
+};
+
+/// Per level a linear map c_i -> W (bias on level 0 only), applied to gathered [N, c_i] vectors; the
+/// outputs are concatenated finest first into [N, levels * W]. Equal to a 1x1x1 conv on each whole map
+/// followed by the gather (a 1x1x1 conv commutes with gathering), at a tiny fraction of the cost.
+class BalancedProjectionImpl : public torch::nn::Module {
+ public:
+  explicit BalancedProjectionImpl(const BalancedProjectionOptions& options) : options(options) {
+    if (options.width() < 1) throw ConfigError("BalancedProjection: width must be >= 1");
+    if (options.level_channels().empty()) throw ConfigError("BalancedProjection: level_channels is empty");
+    layers = register_module("layers", torch::nn::ModuleList());
+    const auto& c = options.level_channels();
+    for (size_t i = 0; i < c.size(); ++i) {
+      // Linear's default init is the same as a 1x1x1 Conv3d's (Kaiming-uniform a = sqrt(5) on fan_in c_i).
+      torch::nn::Linear lin(torch::nn::LinearOptions(c[i], options.width()).bias(i == 0));
+      if (options.frozen()) {
+        frozen_weight.push_back(lin->weight.detach().clone());
+        frozen_bias.push_back(i == 0 ? lin->bias.detach().clone() : torch::Tensor());
+      } else {
+        linears.push_back(lin);
+        layers->push_back(lin);
+      }
+    }
+  }
+
+  int64_t output_channels() const {
+    return options.width() * static_cast<int64_t>(options.level_channels().size());
+  }
+
+  /// gathered[i]: [N, c_i]. Returns [N, levels * W].
+  torch::Tensor forward(const std::vector<torch::Tensor>& gathered) {
+    const auto& c = options.level_channels();
+    if (gathered.size() != c.size())
+      throw DataError("BalancedProjection: expected " + std::to_string(c.size()) + " levels, got " +
+                      std::to_string(gathered.size()));
+    std::vector<torch::Tensor> out;
+    for (size_t i = 0; i < c.size(); ++i) {
+      if (gathered[i].dim() != 2 || gathered[i].size(1) != c[i])
+        throw DataError("BalancedProjection: level " + std::to_string(i) + " must be [N, " + std::to_string(c[i]) + "]");
+      if (options.frozen()) {
+        // Not registered, so Module::to() does not move them: follow the input's device and dtype.
+        if (frozen_weight[i].device() != gathered[i].device() || frozen_weight[i].dtype() != gathered[i].dtype()) {
+          frozen_weight[i] = frozen_weight[i].to(gathered[i].options());
+          if (frozen_bias[i].defined()) frozen_bias[i] = frozen_bias[i].to(gathered[i].options());
+        }
+        out.push_back(torch::nn::functional::linear(gathered[i], frozen_weight[i], frozen_bias[i]));
+      } else {
+        out.push_back(linears[i]->forward(gathered[i]));
+      }
+    }
+    return torch::cat(out, 1);
+  }
+
+  BalancedProjectionOptions options;
+  torch::nn::ModuleList layers{nullptr};
+
+ private:
+  std::vector<torch::nn::Linear> linears;
+  std::vector<torch::Tensor> frozen_weight, frozen_bias;
+};
+TORCH_MODULE(BalancedProjection);
+
+struct ProjectionHeadOptions {
+  ProjectionHeadOptions(int64_t in_features, int64_t out_features = 128)
+      : in_features_(in_features), out_features_(out_features) {}
+  /// d: the voxel embedding size (160 for hdssl, 1008 for vox2vec).
+  TORCH_ARG(int64_t, in_features);
+  TORCH_ARG(int64_t, out_features) = 128;
+};
+
+/// Linear(d,d) -> BN1d -> ReLU -> Linear(d,d) -> BN1d -> ReLU -> Linear(d,out), rows L2-normalised
+/// (eps 1e-12). Registered as `layers.{0..6}`.
+class ProjectionHeadImpl : public torch::nn::Module {
+ public:
+  explicit ProjectionHeadImpl(const ProjectionHeadOptions& options) : options(options) {
+    using namespace torch::nn;
+    const int64_t d = options.in_features();
+    if (d < 1 || options.out_features() < 1)
+      throw ConfigError("ProjectionHead: in_features and out_features must be >= 1");
+    layers = register_module("layers", Sequential(Linear(d, d), BatchNorm1d(d), ReLU(ReLUOptions(true)),
+                                                  Linear(d, d), BatchNorm1d(d), ReLU(ReLUOptions(true)),
+                                                  Linear(d, options.out_features())));
+  }
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    if (x.dim() != 2 || x.size(1) != options.in_features())
+      throw DataError("ProjectionHead: input must be [N, " + std::to_string(options.in_features()) + "]");
+    return torch::nn::functional::normalize(
+        layers->forward(x), torch::nn::functional::NormalizeFuncOptions().p(2).dim(1).eps(1e-12));
+  }
+
+  ProjectionHeadOptions options;
+  torch::nn::Sequential layers{nullptr};
+};
+TORCH_MODULE(ProjectionHead);
+
+}  // namespace hdssl::nn
