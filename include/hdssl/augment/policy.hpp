@@ -135,6 +135,11 @@ class OptionReader {
     return *this;
   }
   OptionReader& read(const char* key, bool& field) { return read<bool>(key, field, false, true); }
+  /// Declares a key that the caller reads itself (arrays, nested objects), so finish() accepts it.
+  OptionReader& known(const char* key) {
+    known_.insert(key);
+    return *this;
+  }
   /// A probability in [0, 1].
   OptionReader& probability(const char* key, double& field) { return read<double>(key, field, 0.0, 1.0); }
 
