@@ -1,0 +1,180 @@
+#pragma once
+// AugmentationSet<A...>: augmentation policies composed at compile time, applied in order to every
+// view of a batch, each view independently.
+//
+//   using MySet = hdssl::augment::AugmentationSet<hdssl::augment::Bezier, hdssl::augment::Inpaint>;
+//   MySet set(MySet::options_type{}, /*seed=*/42);
+//   torch::Tensor augmented = set(batch.view1, /*batch=*/step, /*view_offset=*/0);
+//
+// Randomness: stage A of view v of batch b draws only from Rng::for_stream(seed, b, v, A::purpose),
+// so the output depends on (seed, b, v) and never on the thread count or on the other views.
+// Views of a pair are numbered by the caller through view_offset (e.g. view1 -> 0..B-1,
+// view2 -> B..2B-1).
+// CPU: views run in parallel (at::parallel_for); a policy's own inner parallel loops then run inline.
+// Other devices: each policy must provide a batched path
+//   static void apply_batch(torch::Tensor views, const options_type&, std::uint64_t seed,
+//                           std::uint64_t batch, std::uint64_t view_offset);
+// that draws from the same streams (used, e.g., by the CUDA local pixel shuffle).
+#include "hdssl/augment/policy.hpp"
+
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
+
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+namespace hdssl::augment {
+
+namespace detail {
+template <typename A>
+using apply_batch_t = decltype(A::apply_batch(std::declval<torch::Tensor>(),
+                                              std::declval<const typename A::options_type&>(), std::uint64_t{},
+                                              std::uint64_t{}, std::uint64_t{}));
+
+template <typename T, typename... Ts>
+inline constexpr bool is_one_of_v = (std::is_same_v<T, Ts> || ...);
+template <typename... Ts>
+struct all_distinct : std::true_type {};
+template <typename T, typename... Ts>
+struct all_distinct<T, Ts...> : std::bool_constant<!is_one_of_v<T, Ts...> && all_distinct<Ts...>::value> {};
+
+template <typename T, typename... Ts>
+struct index_of;
+template <typename T, typename... Ts>
+struct index_of<T, T, Ts...> : std::integral_constant<std::size_t, 0> {};
+template <typename T, typename U, typename... Ts>
+struct index_of<T, U, Ts...> : std::integral_constant<std::size_t, 1 + index_of<T, Ts...>::value> {};
+}  // namespace detail
+
+template <typename A>
+inline constexpr bool has_batched_path_v = is_detected_v<detail::apply_batch_t, A>;
+
+template <typename... A>
+class AugmentationSet {
+  static_assert((check_augmentation<A>() && ... && true), "see the static_assert above for what is missing");
+  static_assert(detail::all_distinct<A...>::value,
+                "an augmentation appears twice in one set: both copies would draw the same random stream; "
+                "wrap the second in a distinct tag struct with its own purpose");
+
+ public:
+  using options_type = std::tuple<typename A::options_type...>;
+  static constexpr std::size_t size = sizeof...(A);
+
+  explicit AugmentationSet(options_type options = {}, std::uint64_t seed = 0) : o_(std::move(options)), seed_(seed) {}
+
+  /// Options of the set as {"<policy name>": {...}, ...}; missing policies keep their defaults,
+  /// unknown names and unknown keys are ConfigErrors.
+  static options_type options_from_json(const nlohmann::json& j) {
+    if (!j.is_object()) throw ConfigError("augment: expected a JSON object keyed by augmentation name");
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      const bool known = ((it.key() == A::name) || ...);
+      if (!known) {
+        std::string names;
+        ((names += (names.empty() ? "" : ", ") + std::string(A::name)), ...);
+        throw ConfigError("augment: unknown augmentation \"" + it.key() + "\" for this set (known: " + names + ")");
+      }
+    }
+    options_type o;
+    read_each(j, o, std::index_sequence_for<A...>{});
+    return o;
+  }
+  static AugmentationSet from_json(const nlohmann::json& j, std::uint64_t seed = 0) {
+    return AugmentationSet(options_from_json(j), seed);
+  }
+  nlohmann::json to_json() const {
+    nlohmann::json j = nlohmann::json::object();
+    write_each(j, std::index_sequence_for<A...>{});
+    return j;
+  }
+
+  std::uint64_t seed() const { return seed_; }
+  void set_seed(std::uint64_t seed) { seed_ = seed; }
+  const options_type& options() const { return o_; }
+  template <typename P>
+  typename P::options_type& options() {
+    static_assert(detail::is_one_of_v<P, A...>, "this augmentation is not part of the set");
+    return std::get<detail::index_of<P, A...>::value>(o_);
+  }
+  template <typename P>
+  const typename P::options_type& options() const {
+    static_assert(detail::is_one_of_v<P, A...>, "this augmentation is not part of the set");
+    return std::get<detail::index_of<P, A...>::value>(o_);
+  }
+
+  /// Augmented copy of `views` ([V, 1, X, Y, Z] or [V, X, Y, Z] float32); the input is untouched
+  /// (it stays the reconstruction target).
+  torch::Tensor operator()(const torch::Tensor& views, std::uint64_t batch, std::uint64_t view_offset = 0) const {
+    torch::Tensor out = views.clone(at::MemoryFormat::Contiguous);
+    apply_(out, batch, view_offset);
+    return out;
+  }
+
+  /// In place on a contiguous float32 batch of views.
+  void apply_(torch::Tensor& views, std::uint64_t batch, std::uint64_t view_offset = 0) const {
+    if (!views.defined() || (views.dim() != 5 && views.dim() != 4))
+      throw DataError("augment: views must be a [V, 1, X, Y, Z] or [V, X, Y, Z] tensor");
+    if (views.dim() == 5 && views.size(1) != 1)
+      throw DataError("augment: views must have one channel, got " + std::to_string(views.size(1)));
+    if (views.scalar_type() != torch::kFloat32) throw DataError("augment: views must be float32");
+    if (!views.is_contiguous()) throw DataError("augment: views must be contiguous");
+    const std::int64_t V = views.size(0);
+    const std::int64_t nx = views.size(views.dim() - 3), ny = views.size(views.dim() - 2),
+                       nz = views.size(views.dim() - 1);
+    if (!views.device().is_cpu()) {
+      apply_batched(views, batch, view_offset, std::index_sequence_for<A...>{});
+      return;
+    }
+    float* base = views.data_ptr<float>();
+    at::parallel_for(0, V, 1, [&](std::int64_t v0, std::int64_t v1) {
+      for (std::int64_t v = v0; v < v1; ++v)
+        apply_view(ViewRef{base + v * nx * ny * nz, nx, ny, nz}, batch, view_offset + static_cast<std::uint64_t>(v));
+    });
+  }
+
+  /// Every stage, in order, on one view numbered `view` in batch `batch`.
+  void apply_view(ViewRef view, std::uint64_t batch, std::uint64_t view_index) const {
+    apply_each(view, batch, view_index, std::index_sequence_for<A...>{});
+  }
+
+ private:
+  template <std::size_t... I>
+  static void read_each(const nlohmann::json& j, options_type& o, std::index_sequence<I...>) {
+    ((j.contains(A::name) ? void(std::get<I>(o) = A::options_type::from_json(j.at(A::name))) : void()), ...);
+  }
+  template <std::size_t... I>
+  void write_each(nlohmann::json& j, std::index_sequence<I...>) const {
+    ((j[A::name] = std::get<I>(o_).to_json()), ...);
+  }
+  template <std::size_t... I>
+  void apply_each(ViewRef view, std::uint64_t batch, std::uint64_t view_index, std::index_sequence<I...>) const {
+    (stage<A>(view, std::get<I>(o_), batch, view_index), ...);
+  }
+  template <typename P>
+  void stage(ViewRef view, const typename P::options_type& o, std::uint64_t batch, std::uint64_t view_index) const {
+    Rng rng = Rng::for_stream(seed_, batch, view_index, P::purpose);
+    P::apply(view, o, rng);
+  }
+  template <std::size_t... I>
+  void apply_batched(torch::Tensor& views, std::uint64_t batch, std::uint64_t view_offset,
+                     std::index_sequence<I...>) const {
+    (batched_stage<A>(views, std::get<I>(o_), batch, view_offset), ...);
+  }
+  template <typename P>
+  void batched_stage(torch::Tensor& views, const typename P::options_type& o, std::uint64_t batch,
+                     std::uint64_t view_offset) const {
+    if constexpr (has_batched_path_v<P>) {
+      P::apply_batch(views, o, seed_, batch, view_offset);
+    } else {
+      throw DataError(std::string("augment: \"") + P::name + "\" has no path for views on " +
+                      views.device().str() + "; augment on the CPU");
+    }
+  }
+
+  options_type o_;
+  std::uint64_t seed_;
+};
+
+}  // namespace hdssl::augment
