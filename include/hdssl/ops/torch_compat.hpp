@@ -1,0 +1,50 @@
+#pragma once
+// The LibTorch differences hdssl's ops care about, in one place: Debian's 1.13 (CPU) and the 2.x CUDA
+// LibTorch of the PyTorch wheels. Everything else in ops/ uses APIs present in both.
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include "hdssl/config.hpp"
+
+#if HDSSL_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#endif
+
+#define HDSSL_TORCH_AT_LEAST(major, minor) \
+  (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
+
+namespace hdssl::ops::compat {
+
+/// Read-only element pointer: 2.1 added const_data_ptr (and 2.x may deprecate mutable access to inputs).
+template <typename T>
+const T* const_data(const at::Tensor& t) {
+#if HDSSL_TORCH_AT_LEAST(2, 1)
+  return t.const_data_ptr<T>();
+#else
+  return t.data_ptr<T>();
+#endif
+}
+inline const void* const_data(const at::Tensor& t) {
+#if HDSSL_TORCH_AT_LEAST(2, 1)
+  return t.const_data_ptr();
+#else
+  return t.data_ptr();
+#endif
+}
+
+#if HDSSL_WITH_CUDA
+/// The raw stream of the current CUDA stream of `device` (what every hdssl launch runs on).
+inline void* current_stream(const at::Device& device) {
+  return static_cast<void*>(at::cuda::getCurrentCUDAStream(device.index()).stream());
+}
+/// Turns the status a launcher returns into LibTorch's usual CUDA error (with its message and location).
+#define HDSSL_CUDA_LAUNCH_CHECK(status)                  \
+  do {                                                   \
+    C10_CUDA_CHECK(static_cast<cudaError_t>(status));    \
+    C10_CUDA_KERNEL_LAUNCH_CHECK();                      \
+  } while (0)
+#endif
+
+}  // namespace hdssl::ops::compat
