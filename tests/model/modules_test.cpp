@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "hdssl/core/error.hpp"
+#include "hdssl/io/checkpoint.hpp"
 #include "hdssl/io/safetensors.hpp"
 #include "hdssl/io/weights.hpp"
 #include "hdssl/nn/fpn.hpp"
@@ -413,4 +414,47 @@ TEST_CASE("weights: damaged or mismatched files are IoErrors naming the problem"
   bad.back().second = torch::zeros({1});
   CHECK_THROWS_AS(hdssl::io::load_state(*target, bad), hdssl::IoError);
   CHECK(torch::equal(before, target->first_conv->weight));
+}
+
+TEST_CASE("checkpoint: model, optimiser, RNG and step resume exactly") {
+  hdssl::test::TempDir tmp;
+  torch::manual_seed(71);
+  auto make = [] { return hdssl::nn::PretrainModel<TinyHybrid>(); };
+  auto model = make();
+  torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(1e-2));
+  hdssl::nn::PretrainBatch batch;
+  batch.view1 = torch::rand({2, 1, 8, 8, 4});
+  batch.view2 = torch::rand({2, 1, 8, 8, 4});
+  batch.target1 = batch.view1;
+  batch.target2 = batch.view2;
+  batch.voxels1 = torch::stack({torch::randint(0, 2, {16}), torch::randint(0, 8, {16}), torch::randint(0, 8, {16}),
+                                torch::randint(0, 4, {16})}, 1);
+  batch.voxels2 = batch.voxels1;
+  auto train_step = [&](hdssl::nn::PretrainModel<TinyHybrid>& m, torch::optim::Adam& opt) {
+    opt.zero_grad();
+    m->forward(batch).total.backward();
+    opt.step();
+  };
+  train_step(model, adam);
+  hdssl::io::save_checkpoint(tmp / "run.ckpt", *model, adam, 1234);
+  const auto draw_after_save = torch::rand({4});
+  train_step(model, adam);  // the original continues
+
+  torch::manual_seed(999);  // scramble the generator; the checkpoint must restore it
+  auto resumed = make();
+  torch::optim::Adam resumed_adam(resumed->parameters(), torch::optim::AdamOptions(1e-2));
+  CHECK(hdssl::io::load_checkpoint(tmp / "run.ckpt", *resumed, resumed_adam) == 1234);
+  CHECK(torch::equal(torch::rand({4}), draw_after_save));
+  train_step(resumed, resumed_adam);
+  const auto a = hdssl::io::state_dict(*model), b = hdssl::io::state_dict(*resumed);
+  int64_t unequal = 0;
+  for (size_t i = 0; i < a.size(); ++i) unequal += !torch::equal(a[i].second, b[i].second);
+  CHECK(unequal == 0);  // same step from the same state: the Adam moments were restored too
+
+  write_bytes(tmp / "bad.ckpt", read_bytes(tmp / "run.ckpt").substr(0, 200));
+  CHECK_THROWS_AS(hdssl::io::load_checkpoint(tmp / "bad.ckpt", *resumed, resumed_adam), hdssl::IoError);
+  CHECK_THROWS_AS(hdssl::io::load_checkpoint(tmp / "absent.ckpt", *resumed, resumed_adam), hdssl::IoError);
+  hdssl::nn::PretrainModel<hdssl::presets::ablation_architecture> other;
+  torch::optim::Adam other_adam(other->parameters());
+  CHECK_THROWS_AS(hdssl::io::load_checkpoint(tmp / "run.ckpt", *other, other_adam), hdssl::IoError);
 }
