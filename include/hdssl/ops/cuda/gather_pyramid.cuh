@@ -1,6 +1,6 @@
 #pragma once
 // CUDA kernels of the pyramid gather: every level of every row in one launch, forward and backward.
-// One thread per output element (n, j), j (the channel, fastest) varying across a warp: output writes are
+// One thread block per row n, its threads over the output columns j (channels, fastest): output writes are
 // coalesced, and so are the reads of channels-last-3d levels; NCDHW levels read one element per sector.
 //
 // Backward: atomicAdd into an accumulator per level. Float32 gradients accumulate in place. For bf16
@@ -17,11 +17,13 @@ namespace hdssl::ops::cuda {
 
 constexpr int kGatherThreads = 256;
 
+// Thread blocks walk rows, threads walk the channels of a row: no 64-bit division per element, and the
+// row's index entries are read once per block (a broadcast).
 template <typename T>
-__global__ void __launch_bounds__(kGatherThreads) gather_forward_kernel(GatherForwardFunctor<T> f, std::int64_t elements) {
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < elements; e += stride)
-    f(e / f.src.total, static_cast<std::int32_t>(e % f.src.total));
+__global__ void __launch_bounds__(kGatherThreads) gather_forward_kernel(GatherForwardFunctor<T> f) {
+  const std::int32_t total = f.src.total;
+  for (std::int64_t n = blockIdx.x; n < f.index.rows; n += gridDim.x)
+    for (std::int32_t j = threadIdx.x; j < total; j += blockDim.x) f(n, j);
 }
 
 struct AtomicAddF32 {
@@ -35,35 +37,31 @@ struct AtomicAddF32 {
 };
 
 template <typename T>
-__global__ void __launch_bounds__(kGatherThreads)
-    gather_backward_kernel(GatherBackwardFunctor<T, float> f, std::int64_t elements) {
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < elements; e += stride)
-    f(e / f.dst.total, static_cast<std::int32_t>(e % f.dst.total), AtomicAddF32{});
+__global__ void __launch_bounds__(kGatherThreads) gather_backward_kernel(GatherBackwardFunctor<T, float> f) {
+  const std::int32_t total = f.dst.total;
+  for (std::int64_t n = blockIdx.x; n < f.index.rows; n += gridDim.x)
+    for (std::int32_t j = threadIdx.x; j < total; j += blockDim.x) f(n, j, AtomicAddF32{});
 }
 
-/// A grid that covers `elements` with grid-stride loops, capped so huge inputs do not launch millions of blocks.
-inline unsigned gather_grid(std::int64_t elements) {
-  const std::int64_t blocks = (elements + kGatherThreads - 1) / kGatherThreads;
-  const std::int64_t cap = 65536;
-  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > cap ? cap : blocks));
+/// One thread block per row, capped (grid-stride loops take the rest).
+inline unsigned gather_grid(std::int64_t rows) {
+  const std::int64_t cap = 1 << 20;
+  return static_cast<unsigned>(rows < 1 ? 1 : (rows > cap ? cap : rows));
 }
 
 /// out[n, offset_i + c] = level_i[...] for all rows and levels, on `stream`.
 template <typename T>
 cudaError_t gather_forward(const GatherForwardFunctor<T>& f, cudaStream_t stream) {
-  const std::int64_t elements = f.index.rows * f.src.total;
-  if (elements == 0) return cudaSuccess;
-  gather_forward_kernel<T><<<gather_grid(elements), kGatherThreads, 0, stream>>>(f, elements);
+  if (f.index.rows == 0 || f.src.total == 0) return cudaSuccess;
+  gather_forward_kernel<T><<<gather_grid(f.index.rows), kGatherThreads, 0, stream>>>(f);
   return cudaGetLastError();
 }
 
 /// Adds grad_out into float32 accumulators (zeroed by the caller), on `stream`.
 template <typename T>
 cudaError_t gather_backward(const GatherBackwardFunctor<T, float>& f, cudaStream_t stream) {
-  const std::int64_t elements = f.index.rows * f.dst.total;
-  if (elements == 0) return cudaSuccess;
-  gather_backward_kernel<T><<<gather_grid(elements), kGatherThreads, 0, stream>>>(f, elements);
+  if (f.index.rows == 0 || f.dst.total == 0) return cudaSuccess;
+  gather_backward_kernel<T><<<gather_grid(f.index.rows), kGatherThreads, 0, stream>>>(f);
   return cudaGetLastError();
 }
 
