@@ -64,8 +64,9 @@ struct Comparison {
   }
 };
 
-Comparison check_fixture(const fs::path& file) {
-  const auto st = hdssl::io::read_safetensors(file);
+Comparison check_fixture(const fs::path& file, torch::Device device) {
+  auto st = hdssl::io::read_safetensors(file);
+  for (auto& kv : st.tensors) kv.second = kv.second.to(device);
   const int64_t base = metadata_int(st, "base_channels");
   const int64_t levels = metadata_int(st, "num_scales");
   const torch::Tensor input = st.at("input");
@@ -77,6 +78,7 @@ Comparison check_fixture(const fs::path& file) {
   }
   auto make_backbone = [&] {
     hdssl::nn::FPN3d fpn(hdssl::nn::FPN3dOptions(input.size(1), base, levels));
+    fpn->to(device);
     hdssl::io::load_state(*fpn, st.tensors, "backbone.", /*strict=*/true, file.string());
     return fpn;
   };
@@ -93,6 +95,7 @@ Comparison check_fixture(const fs::path& file) {
   if (st.contains("expected.eval.linear_logits")) {
     REQUIRE(has_prefix(st, "linear_head."));
     hdssl::nn::LinearHead head(hdssl::nn::HeadOptions(base, levels, metadata_int(st, "num_classes")));
+    head->to(device);
     hdssl::io::load_state(*head, st.tensors, "linear_head.", true, file.string());
     head->eval();
     cmp.check("expected.eval.linear_logits", head->forward(pyramid), st.at("expected.eval.linear_logits"), 1e-4);
@@ -100,6 +103,7 @@ Comparison check_fixture(const fs::path& file) {
   if (st.contains("expected.eval.nonlinear_logits")) {
     REQUIRE(has_prefix(st, "nonlinear_head."));
     hdssl::nn::NonLinearHead head(hdssl::nn::HeadOptions(base, levels, metadata_int(st, "num_classes")));
+    head->to(device);
     hdssl::io::load_state(*head, st.tensors, "nonlinear_head.", true, file.string());
     head->eval();
     cmp.check("expected.eval.nonlinear_logits", head->forward(pyramid), st.at("expected.eval.nonlinear_logits"), 1e-4);
@@ -109,7 +113,7 @@ Comparison check_fixture(const fs::path& file) {
     REQUIRE(xyz.dim() == 2);
     REQUIRE(xyz.size(1) == 3);
     // The fixture's coordinates are for its single patch: prepend patch 0.
-    const auto index = torch::cat({torch::zeros({xyz.size(0), 1}, torch::kInt64), xyz.to(torch::kInt64)}, 1);
+    const auto index = torch::cat({torch::zeros({xyz.size(0), 1}, xyz.options().dtype(torch::kInt64)), xyz.to(torch::kInt64)}, 1);
     cmp.check("expected.eval.gathered", hdssl::nn::gather_pyramid(pyramid, index), st.at("expected.eval.gathered"), 1e-4);
   }
   if (st.contains("expected.train.pyramid.0")) {
@@ -143,19 +147,26 @@ TEST_CASE("model parity with the reference implementation on every fixture") {
       files.insert(files.end(), found.begin(), found.end());
     }
   }
-  for (const auto& file : files) {
-    CAPTURE(file);
-    Comparison cmp;
-    try {
-      cmp = check_fixture(file);
-    } catch (const std::exception& e) {
-      FAIL_CHECK(file << ": " << e.what());
-      continue;
-    }
-    std::cout << "parity " << file.filename().string() << ": " << cmp.checked
-              << " outputs, worst relative error " << cmp.worst << " (" << cmp.worst_key << ")"
-              << (cmp.failures.empty() ? "" : "  FAILED") << std::endl;
-    CHECK_MESSAGE(cmp.checked > 0, file << " holds no expected.* output");
-    for (const auto& f : cmp.failures) FAIL_CHECK(file.filename().string() << ": " << f);
+  std::vector<torch::Device> devices = {torch::kCPU};
+  if (torch::cuda::is_available()) {
+    // The README's tolerances are for float32 arithmetic: keep cuDNN from using TF32 (10-bit mantissa).
+    at::globalContext().setAllowTF32CuDNN(false);
+    devices.push_back(torch::kCUDA);
   }
+  for (const auto& device : devices)
+    for (const auto& file : files) {
+      CAPTURE(file);
+      Comparison cmp;
+      try {
+        cmp = check_fixture(file, device);
+      } catch (const std::exception& e) {
+        FAIL_CHECK(file << ": " << e.what());
+        continue;
+      }
+      std::cout << "parity " << file.filename().string() << (device.is_cuda() ? " (cuda)" : "") << ": " << cmp.checked
+                << " outputs, worst relative error " << cmp.worst << " (" << cmp.worst_key << ")"
+                << (cmp.failures.empty() ? "" : "  FAILED") << std::endl;
+      CHECK_MESSAGE(cmp.checked > 0, file << " holds no expected.* output");
+      for (const auto& f : cmp.failures) FAIL_CHECK(file.filename().string() << ": " << f);
+    }
 }
