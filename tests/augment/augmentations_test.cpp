@@ -397,3 +397,23 @@ TEST_CASE("Presets: the hdssl set keeps [0, 1] views in [0, 1]; the vox2vec set 
   CHECK(w.eq(0.0f).any().item<bool>());  // -1500 HU lies below every window
   CHECK(w.eq(1.0f).any().item<bool>());
 }
+
+TEST_CASE("augment_into equals the allocating call and reuses its output buffer") {
+  const HdsslAugmentations set(hdssl_options(), 9);
+  auto views = torch::rand({4, 1, 32, 32, 8});
+  torch::Tensor out;
+  set.augment_into(views, out, 2, 4);
+  const float* memory = out.data_ptr<float>();
+  CHECK(torch::equal(out, set(views, 2, 4)));
+  set.augment_into(views, out, 3, 4);
+  CHECK(out.data_ptr<float>() == memory);
+  CHECK(torch::equal(out, set(views, 3, 4)));
+  // In place gives the same as the copy.
+  auto inplace = views.clone();
+  set.apply_(inplace, 3, 4);
+  CHECK(torch::equal(inplace, out));
+  // A non-contiguous input is read correctly.
+  auto wide = torch::rand({4, 1, 32, 32, 16});
+  auto strided = wide.slice(4, 0, 16, 2);
+  CHECK(torch::equal(set(strided, 1), set(strided.contiguous(), 1)));
+}

@@ -397,3 +397,30 @@ TEST_CASE("Pair sampler options: JSON round trip and rejection of unknown or bad
   CHECK_THROWS_AS(PairSamplerOptions::from_json({{"pairs", 2.5}}), hdssl::ConfigError);
   CHECK_THROWS_AS(PairSampler(PairSamplerOptions{{{0, 1, 1}}}), hdssl::ConfigError);
 }
+
+TEST_CASE("Pair sampler: sample_into reuses unshared buffers and gives the same batches") {
+  auto [image, body] = phantom(60, 60, 24);
+  PairSamplerOptions o;
+  o.patch = {{24, 24, 8}};
+  o.pairs = 5;
+  o.max_positives = 100;
+  PairSampler sampler(o, 4);
+  const auto src = sampler.prepare(image, body);
+  PairBatch reused;
+  sampler.sample_into(reused, src, 0);
+  const float* view_memory = reused.view1.data_ptr<float>();
+  const std::int64_t* pos_memory = reused.positives1.data_ptr<std::int64_t>();
+  for (std::uint64_t batch = 1; batch < 4; ++batch) {
+    sampler.sample_into(reused, src, batch);
+    CHECK(equal(reused, sampler.sample(src, batch)));
+    CHECK(reused.view1.data_ptr<float>() == view_memory);
+    CHECK(reused.positives1.data_ptr<std::int64_t>() == pos_memory);
+  }
+  // A caller keeping a view of the previous batch keeps its data: the buffer is not reused.
+  const auto kept = reused.view1[0];
+  const auto kept_copy = kept.clone();
+  sampler.sample_into(reused, src, 9);
+  CHECK(reused.view1.data_ptr<float>() != view_memory);
+  CHECK(torch::equal(kept, kept_copy));
+  CHECK(equal(reused, sampler.sample(src, 9)));
+}

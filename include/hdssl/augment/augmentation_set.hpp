@@ -20,6 +20,7 @@
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <tuple>
@@ -107,26 +108,50 @@ class AugmentationSet {
   /// Augmented copy of `views` ([V, 1, X, Y, Z] or [V, X, Y, Z] float32); the input is untouched
   /// (it stays the reconstruction target).
   torch::Tensor operator()(const torch::Tensor& views, std::uint64_t batch, std::uint64_t view_offset = 0) const {
-    torch::Tensor out = views.clone(at::MemoryFormat::Contiguous);
-    apply_(out, batch, view_offset);
+    torch::Tensor out;
+    augment_into(views, out, batch, view_offset);
     return out;
+  }
+
+  /// As operator(), into `out`, which is reused when it already has the input's shape and nothing
+  /// else shares its memory (fresh multi-megabyte buffers cost a page fault per 4 KiB on first
+  /// touch). On the CPU each view is copied and augmented while it is still in cache.
+  void augment_into(const torch::Tensor& views, torch::Tensor& out, std::uint64_t batch,
+                    std::uint64_t view_offset = 0) const {
+    check_views(views);
+    const torch::Tensor in = views.contiguous();
+    if (!out.defined() || out.sizes() != in.sizes() || out.scalar_type() != in.scalar_type() ||
+        out.device() != in.device() || !out.is_contiguous() || out.storage_offset() != 0 ||
+        out.storage().use_count() != 1 || out.is_same(in))
+      out = torch::empty_like(in, at::MemoryFormat::Contiguous);
+    if (!in.device().is_cpu()) {
+      out.copy_(in);
+      apply_batched(out, batch, view_offset, std::index_sequence_for<A...>{});
+      return;
+    }
+    const std::int64_t V = in.size(0), n = in.numel() / std::max<std::int64_t>(1, V);
+    const float* src = in.data_ptr<float>();
+    float* dst = out.data_ptr<float>();
+    const std::int64_t nx = in.size(in.dim() - 3), ny = in.size(in.dim() - 2), nz = in.size(in.dim() - 1);
+    at::parallel_for(0, V, 1, [&](std::int64_t v0, std::int64_t v1) {
+      for (std::int64_t v = v0; v < v1; ++v) {
+        std::memcpy(dst + v * n, src + v * n, static_cast<std::size_t>(n) * sizeof(float));
+        apply_view(ViewRef{dst + v * n, nx, ny, nz}, batch, view_offset + static_cast<std::uint64_t>(v));
+      }
+    });
   }
 
   /// In place on a contiguous float32 batch of views.
   void apply_(torch::Tensor& views, std::uint64_t batch, std::uint64_t view_offset = 0) const {
-    if (!views.defined() || (views.dim() != 5 && views.dim() != 4))
-      throw DataError("augment: views must be a [V, 1, X, Y, Z] or [V, X, Y, Z] tensor");
-    if (views.dim() == 5 && views.size(1) != 1)
-      throw DataError("augment: views must have one channel, got " + std::to_string(views.size(1)));
-    if (views.scalar_type() != torch::kFloat32) throw DataError("augment: views must be float32");
-    if (!views.is_contiguous()) throw DataError("augment: views must be contiguous");
-    const std::int64_t V = views.size(0);
-    const std::int64_t nx = views.size(views.dim() - 3), ny = views.size(views.dim() - 2),
-                       nz = views.size(views.dim() - 1);
+    check_views(views);
+    if (!views.is_contiguous()) throw DataError("augment: views must be contiguous to be augmented in place");
     if (!views.device().is_cpu()) {
       apply_batched(views, batch, view_offset, std::index_sequence_for<A...>{});
       return;
     }
+    const std::int64_t V = views.size(0);
+    const std::int64_t nx = views.size(views.dim() - 3), ny = views.size(views.dim() - 2),
+                       nz = views.size(views.dim() - 1);
     float* base = views.data_ptr<float>();
     at::parallel_for(0, V, 1, [&](std::int64_t v0, std::int64_t v1) {
       for (std::int64_t v = v0; v < v1; ++v)
@@ -140,6 +165,13 @@ class AugmentationSet {
   }
 
  private:
+  static void check_views(const torch::Tensor& views) {
+    if (!views.defined() || (views.dim() != 5 && views.dim() != 4))
+      throw DataError("augment: views must be a [V, 1, X, Y, Z] or [V, X, Y, Z] tensor");
+    if (views.dim() == 5 && views.size(1) != 1)
+      throw DataError("augment: views must have one channel, got " + std::to_string(views.size(1)));
+    if (views.scalar_type() != torch::kFloat32) throw DataError("augment: views must be float32");
+  }
   template <std::size_t... I>
   static void read_each(const nlohmann::json& j, options_type& o, std::index_sequence<I...>) {
     ((j.contains(A::name) ? void(std::get<I>(o) = A::options_type::from_json(j.at(A::name))) : void()), ...);

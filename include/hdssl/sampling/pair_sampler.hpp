@@ -176,6 +176,17 @@ class PairSampler {
   }
 
   PairBatch sample_pool(const std::vector<const SampleSource*>& pool, std::uint64_t batch) const {
+    PairBatch out;
+    sample_into(out, pool, batch);
+    return out;
+  }
+
+  /// As sample(), writing into `out` and reusing its tensors when their shapes fit (a training loop
+  /// keeps one PairBatch per worker). Positive tensors are views of a buffer of B * max_positives rows.
+  void sample_into(PairBatch& out, const SampleSource& source, std::uint64_t batch) const {
+    sample_into(out, std::vector<const SampleSource*>{&source}, batch);
+  }
+  void sample_into(PairBatch& out, const std::vector<const SampleSource*>& pool, std::uint64_t batch) const {
     if (pool.empty()) throw DataError("sampler: the pool of volumes is empty");
     for (const auto* s : pool) check_source(*s);
     const std::int64_t B = o_.pairs;
@@ -191,14 +202,16 @@ class PairSampler {
       std::swap(order[i], order[j]);
     }
 
-    PairBatch out;
-    out.view1 = torch::empty({B, 1, P[0], P[1], P[2]}, torch::kFloat32);
-    out.view2 = torch::empty({B, 1, P[0], P[1], P[2]}, torch::kFloat32);
-    out.anchors = torch::empty({B, 3}, torch::kInt64);
-    out.starts1 = torch::empty({B, 3}, torch::kInt64);
-    out.starts2 = torch::empty({B, 3}, torch::kInt64);
-    out.volume_index = torch::empty({B}, torch::kInt64);
-    out.counts = torch::empty({B}, torch::kInt64);
+    // Reuse the caller's buffers when they fit: fresh multi-megabyte tensors cost a page fault per
+    // 4 KiB on first touch, which on some virtual machines dominates the whole batch.
+    reuse(out.view1, {B, 1, P[0], P[1], P[2]}, torch::kFloat32);
+    reuse(out.view2, {B, 1, P[0], P[1], P[2]}, torch::kFloat32);
+    reuse(out.anchors, {B, 3}, torch::kInt64);
+    reuse(out.starts1, {B, 3}, torch::kInt64);
+    reuse(out.starts2, {B, 3}, torch::kInt64);
+    reuse(out.volume_index, {B}, torch::kInt64);
+    reuse(out.counts, {B}, torch::kInt64);
+    out.short_pairs = 0;
     std::vector<std::vector<std::int64_t>> pos(static_cast<std::size_t>(B));  // per pair: (x1,y1,z1,x2,y2,z2)*
 
     auto* anchors = out.anchors.data_ptr<std::int64_t>();
@@ -249,8 +262,8 @@ class PairSampler {
       total += cnt[b];
       if (cnt[b] < o_.max_positives) ++out.short_pairs;
     }
-    out.positives1 = torch::empty({total, 4}, torch::kInt64);
-    out.positives2 = torch::empty({total, 4}, torch::kInt64);
+    out.positives1 = rows_of(out.positives1, B * o_.max_positives, total);
+    out.positives2 = rows_of(out.positives2, B * o_.max_positives, total);
     auto* q1 = out.positives1.data_ptr<std::int64_t>();
     auto* q2 = out.positives2.data_ptr<std::int64_t>();
     std::int64_t row = 0;
@@ -265,10 +278,26 @@ class PairSampler {
         }
       }
     }
-    return out;
   }
 
  private:
+  /// Keeps t if it already has this shape and nothing else (no other tensor, no view) shares its
+  /// memory, so a caller holding on to an earlier batch never sees it overwritten.
+  static void reuse(torch::Tensor& t, std::vector<std::int64_t> shape, torch::Dtype dtype) {
+    if (!t.defined() || t.sizes() != torch::IntArrayRef(shape) || t.scalar_type() != dtype || !t.is_contiguous() ||
+        !t.device().is_cpu() || t.storage_offset() != 0 || t.storage().use_count() != 1)
+      t = torch::empty(shape, dtype);
+  }
+  /// [rows, 4] int64 over the memory of t when it holds at least `capacity` rows and is unshared.
+  static torch::Tensor rows_of(const torch::Tensor& t, std::int64_t capacity, std::int64_t rows) {
+    torch::Tensor buf = t;
+    if (!buf.defined() || buf.scalar_type() != torch::kInt64 || !buf.device().is_cpu() ||
+        buf.storage().nbytes() < static_cast<std::size_t>(capacity * 4) * sizeof(std::int64_t) ||
+        buf.storage().use_count() != 1)
+      buf = torch::empty({capacity, 4}, torch::kInt64);
+    return torch::empty({0}, torch::kInt64).set_(buf.storage(), 0, {rows, 4}, {4, 1});
+  }
+
   static std::string shape_string(const torch::Tensor& t) {
     std::string s = "(";
     for (std::int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
