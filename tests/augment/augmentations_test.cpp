@@ -417,3 +417,56 @@ TEST_CASE("augment_into equals the allocating call and reuses its output buffer"
   auto strided = wide.slice(4, 0, 16, 2);
   CHECK(torch::equal(set(strided, 1), set(strided.contiguous(), 1)));
 }
+
+TEST_CASE("Bezier map with the default 1024 samples stays close to the reference's 100000-sample map") {
+  Rng rng(77);
+  double worst = 0;
+  for (int trial = 0; trial < 30; ++trial) {
+    const double r1 = rng.uniform_double(), r2 = rng.uniform_double(), r3 = rng.uniform_double(),
+                 r4 = rng.uniform_double();
+    const BezierMap fine(r1, r2, r3, r4, 100000, false);  // checked against np.interp above
+    const BezierMap coarse(r1, r2, r3, r4, 1024, false);
+    for (int i = 0; i <= 20000; ++i) {
+      const float v = static_cast<float>(i) / 20000.0f;
+      worst = std::max(worst, static_cast<double>(std::abs(fine(v) - coarse(v))));
+    }
+  }
+  MESSAGE("max |map_1024 - map_100000| over 30 curves: " << worst);
+  CHECK(worst < 1e-4);
+}
+
+namespace {
+// The custom policy of docs/augment.md, verbatim: the documented recipe must compile and work.
+struct Gamma {
+  struct Options {
+    double p = 0.5, lo = 0.7, hi = 1.5;
+    static Options from_json(const nlohmann::json& j) {
+      Options o;
+      hdssl::augment::OptionReader r(j, "augment.gamma");   // range checks, unknown keys rejected
+      r.probability("p", o.p).read<double>("lo", o.lo, 0.01, 10).read<double>("hi", o.hi, 0.01, 10);
+      r.finish();
+      return o;
+    }
+    nlohmann::json to_json() const { return {{"p", p}, {"lo", lo}, {"hi", hi}}; }
+  };
+  using options_type = Options;
+  static constexpr const char* name = "gamma";                     // JSON key in the set
+  static constexpr hdssl::Purpose purpose = hdssl::Purpose::user;  // its own random stream
+  static void apply(hdssl::augment::ViewRef v, const Options& o, hdssl::Rng& rng) {
+    const bool on = rng.bernoulli(o.p);             // every random choice from rng, nothing else
+    const double g = o.lo + (o.hi - o.lo) * rng.uniform_double();
+    if (!on) return;
+    for (std::int64_t i = 0; i < v.numel(); ++i) v.data[i] = std::pow(std::max(v.data[i], 0.0f), float(g));
+  }
+};
+using WithGamma = hdssl::augment::AugmentationSet<hdssl::augment::Bezier, Gamma>;
+}  // namespace
+
+TEST_CASE("A user-defined policy (the documented Gamma example) composes into a set") {
+  static_assert(is_augmentation_v<Gamma>);
+  auto set = WithGamma::from_json({{"gamma", {{"p", 1.0}, {"lo", 2.0}, {"hi", 2.0}}}, {"bezier", {{"p", 0.0}}}}, 3);
+  auto views = torch::rand({3, 1, 8, 8, 4});
+  const auto out = set(views, 0);
+  CHECK(torch::allclose(out, views.pow(2), 1e-6, 1e-7));  // gamma 2 exactly, Bezier off
+  CHECK_THROWS_AS(WithGamma::from_json({{"gamma", {{"gain", 1.0}}}}), hdssl::ConfigError);
+}

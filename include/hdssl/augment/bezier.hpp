@@ -8,9 +8,10 @@
 // probability invert_p: [ref] never, Models Genesis 0.5.
 //
 // Speed: the reference interpolates a 100,000-sample curve with a binary search per voxel. Here a
-// bucket table (eight entries per sample, over x in [0, 1]) finds each voxel's segment in at most one
-// step (usually none); the result is the same piecewise-linear map. `samples` defaults to 1024: the curve is a
-// cubic, so the piecewise-linear error is below 1e-6; 100000 reproduces the reference exactly.
+// bucket table (eight entries per sample, over x in [0, 1]) finds each voxel's segment in a few
+// steps (usually none); the result is the same piecewise-linear map. `samples` defaults to 1024: the
+// map then differs from the reference's 100,000-sample map by at most ~4e-5 (measured by the tests
+// over random curves); 100000 reproduces the reference.
 #include "hdssl/augment/policy.hpp"
 
 #include <ATen/Parallel.h>
