@@ -276,9 +276,9 @@ inline Preprocessed preprocess(const Volume& image, const PreprocessOptions& opt
   Volume img = image;
   torch::Tensor data = image.data.to(torch::kCPU);
   if (!data.is_floating_point()) data = data.to(torch::kFloat32);
-  const torch::Tensor bad = ~torch::isfinite(data);
-  const int64_t n_bad = bad.sum().item<int64_t>();
-  if (n_bad > 0) {
+  if (!torch::isfinite(data).all().item<bool>()) {
+    const torch::Tensor bad = ~torch::isfinite(data);
+    const int64_t n_bad = bad.sum().item<int64_t>();
     if (!opt.replace_non_finite)
       throw DataError("preprocess of '" + name + "': " + std::to_string(n_bad) +
                       " non-finite (NaN/Inf) voxels; set replace_non_finite to replace them");
