@@ -20,7 +20,7 @@ struct ResBlockOptions {
 /// Pre-activation residual block: x + Conv(ReLU(BN(Conv(ReLU(BN(x)))))). No activation after the sum.
 class ResBlockImpl : public torch::nn::Module {
  public:
-  explicit ResBlockImpl(const ResBlockOptions& options) : options(options) { reset(); }
+  explicit ResBlockImpl(const ResBlockOptions& options_) : options(options_) { reset(); }
 
   void reset() {
     const int64_t c = options.channels(), k = options.kernel_size();
@@ -50,7 +50,7 @@ struct StackOptions {
 /// `depth` ResBlocks in sequence (two everywhere in the method).
 class StackImpl : public torch::nn::Module {
  public:
-  explicit StackImpl(const StackOptions& options) : options(options) { reset(); }
+  explicit StackImpl(const StackOptions& options_) : options(options_) { reset(); }
 
   void reset() {
     layers = register_module("layers", torch::nn::Sequential());

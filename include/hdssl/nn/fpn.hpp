@@ -35,7 +35,7 @@ inline std::vector<int64_t> pyramid_channels(int64_t base_channels, int64_t num_
 
 class FPN3dImpl : public torch::nn::Module {
  public:
-  explicit FPN3dImpl(const FPN3dOptions& options = {}) : options(options) { reset(); }
+  explicit FPN3dImpl(const FPN3dOptions& options_ = {}) : options(options_) { reset(); }
 
   void reset() {
     using namespace torch::nn;

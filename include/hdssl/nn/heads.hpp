@@ -41,7 +41,7 @@ struct HeadOptions {
 /// coarse-to-fine nearest x2 upsampling, crop to the finer level, sum.
 class LinearHeadImpl : public torch::nn::Module {
  public:
-  explicit LinearHeadImpl(const HeadOptions& options) : options(options) {
+  explicit LinearHeadImpl(const HeadOptions& options_) : options(options_) {
     if (options.num_classes() < 1) throw ConfigError("LinearHead: num_classes must be >= 1");
     layers = register_module("layers", torch::nn::ModuleList());
     const auto c = pyramid_channels(options.base_channels(), options.num_levels());
@@ -79,7 +79,7 @@ TORCH_MODULE(LinearHead);
 /// final 1x1x1 conv c_0 -> K.
 class NonLinearHeadImpl : public torch::nn::Module {
  public:
-  explicit NonLinearHeadImpl(const HeadOptions& options) : options(options) {
+  explicit NonLinearHeadImpl(const HeadOptions& options_) : options(options_) {
     using namespace torch::nn;
     if (options.num_classes() < 1) throw ConfigError("NonLinearHead: num_classes must be >= 1");
     const auto c = pyramid_channels(options.base_channels(), options.num_levels());

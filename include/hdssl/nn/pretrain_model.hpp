@@ -94,7 +94,7 @@ class PretrainModelImpl : public torch::nn::Module {
   using preset = Preset;
   static constexpr int64_t embedding_dim = Preset::embedding_dim;
 
-  explicit PretrainModelImpl(const PretrainOptions& options = {}) : options(options) {
+  explicit PretrainModelImpl(const PretrainOptions& options_ = {}) : options(options_) {
     if (this->options.reconstruction_weight < 0)
       this->options.reconstruction_weight = Preset::loss::default_reconstruction_weight;
     backbone = register_module(

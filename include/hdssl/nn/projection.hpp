@@ -27,7 +27,7 @@ struct BalancedProjectionOptions {
 /// followed by the gather (a 1x1x1 conv commutes with gathering), at a tiny fraction of the cost.
 class BalancedProjectionImpl : public torch::nn::Module {
  public:
-  explicit BalancedProjectionImpl(const BalancedProjectionOptions& options) : options(options) {
+  explicit BalancedProjectionImpl(const BalancedProjectionOptions& options_) : options(options_) {
     if (options.width() < 1) throw ConfigError("BalancedProjection: width must be >= 1");
     if (options.level_channels().empty()) throw ConfigError("BalancedProjection: level_channels is empty");
     layers = register_module("layers", torch::nn::ModuleList());
@@ -94,7 +94,7 @@ struct ProjectionHeadOptions {
 /// (eps 1e-12). Registered as `layers.{0..6}`.
 class ProjectionHeadImpl : public torch::nn::Module {
  public:
-  explicit ProjectionHeadImpl(const ProjectionHeadOptions& options) : options(options) {
+  explicit ProjectionHeadImpl(const ProjectionHeadOptions& options_) : options(options_) {
     using namespace torch::nn;
     const int64_t d = options.in_features();
     if (d < 1 || options.out_features() < 1)
