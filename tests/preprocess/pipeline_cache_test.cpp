@@ -266,6 +266,14 @@ TEST_CASE("non-finite voxels: refused with source and count, or replaced as docu
   const auto by_value = pp::preprocess(in, opt);
   CHECK(same(by_value.image.data, clean.image.data));
   CHECK(same(by_value.body_mask, clean.body_mask));
+  // A body threshold above every voxel leaves no body: refused, naming the source.
+  auto no_body = pp::PreprocessOptions::ct();
+  no_body.body_threshold = 5000;
+  CHECK_THROWS_WITH_AS(pp::preprocess(ct_phantom(), no_body), doctest::Contains("phantom_ct.nii.gz"), hdssl::DataError);
+  // Nothing above the crop threshold: refused.
+  auto no_crop = pp::PreprocessOptions::ct();
+  no_crop.crop_threshold = 5000;
+  CHECK_THROWS_WITH_AS(pp::preprocess(ct_phantom(), no_crop), doctest::Contains("crop threshold"), hdssl::DataError);
   // Labels on another grid are refused.
   Volume lab = ct_labels();
   lab.affine(0, 3) += 1.0;

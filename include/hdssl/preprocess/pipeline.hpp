@@ -13,6 +13,7 @@
 //   "scaled" (MRI): 2. percentile clip to [percentile_lo, percentile_hi] percentiles of the resampled
 //                      image (every voxel) and scale to [0, 1]   3. crop to voxels > crop_threshold
 //                   4. body mask, air < body_threshold (both thresholds on the [0, 1] scale)
+//   An empty body mask is a DataError (nothing to sample anchors from).
 //   5. pad every axis below patch_size up to it, centred: image with 0 (its minimum after scaling),
 //      mask with false, labels with 0.
 // For CT the body mask is taken before windowing so its threshold is in HU like the crop's; since the
@@ -328,7 +329,13 @@ inline Preprocessed preprocess(const Volume& image, const PreprocessOptions& opt
     img.meta.scl_inter = 0.0;
   };
   torch::Tensor mask;
-  auto do_mask = [&] { mask = body_mask(img.data, opt.body_threshold, opt.body_connectivity, opt.body_per_slice, name); };
+  auto do_mask = [&] {
+    mask = body_mask(img.data, opt.body_threshold, opt.body_connectivity, opt.body_per_slice, name);
+    // Training anchors are drawn from the body: a volume without one is unusable, better said now.
+    if (!mask.any().item<bool>())
+      throw DataError("preprocess of '" + name + "': the body mask is empty (every voxel is air below " +
+                      std::to_string(opt.body_threshold) + " connected to the in-plane border)");
+  };
 
   if (opt.threshold_space == ThresholdSpace::input) {
     do_crop();
