@@ -424,3 +424,25 @@ TEST_CASE("Pair sampler: sample_into reuses unshared buffers and gives the same 
   CHECK(torch::equal(kept, kept_copy));
   CHECK(equal(reused, sampler.sample(src, 9)));
 }
+
+TEST_CASE("Pair sampler: anchors are uniform over the body voxels") {
+  // Body = a 10x10x10 cube and a 20x10x10 slab far apart: 1/3 of the anchors should fall in the cube.
+  auto image = torch::rand({64, 32, 24});
+  auto body = torch::zeros({64, 32, 24}, torch::kBool);
+  body.slice(0, 2, 12).slice(1, 2, 12).slice(2, 2, 12).fill_(true);
+  body.slice(0, 40, 60).slice(1, 20, 30).slice(2, 10, 20).fill_(true);
+  PairSamplerOptions o;
+  o.patch = {{16, 16, 8}};
+  o.pairs = 40;
+  o.max_positives = 8;
+  PairSampler sampler(o, 21);
+  const auto src = sampler.prepare(image, body);
+  std::int64_t in_cube = 0, total = 0;
+  for (std::uint64_t batch = 0; batch < 150; ++batch) {
+    const auto b = sampler.sample(src, batch);
+    in_cube += b.anchors.select(1, 0).lt(12).sum().item<std::int64_t>();
+    total += o.pairs;
+  }
+  // 6000 anchors, p = 1/3: standard deviation of the fraction ~0.006.
+  CHECK(static_cast<double>(in_cube) / total == doctest::Approx(1.0 / 3.0).epsilon(0.06));
+}
