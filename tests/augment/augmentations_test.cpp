@@ -470,3 +470,36 @@ TEST_CASE("A user-defined policy (the documented Gamma example) composes into a 
   CHECK(torch::allclose(out, views.pow(2), 1e-6, 1e-7));  // gamma 2 exactly, Bezier off
   CHECK_THROWS_AS(WithGamma::from_json({{"gamma", {{"gain", 1.0}}}}), hdssl::ConfigError);
 }
+
+namespace {
+// A policy with a batched path: records the streams the set hands it (views on a non-CPU device).
+struct BatchedMark {
+  struct Options {
+    static Options from_json(const nlohmann::json& j) {
+      OptionReader(j, "augment.batched_mark").finish();
+      return {};
+    }
+    nlohmann::json to_json() const { return nlohmann::json::object(); }
+  };
+  using options_type = Options;
+  static constexpr const char* name = "batched_mark";
+  static constexpr Purpose purpose = Purpose::user;
+  static inline std::vector<std::uint64_t> calls;
+  static void apply(ViewRef, const Options&, Rng&) {}
+  static void apply_batch(torch::Tensor views, const Options&, std::uint64_t seed, std::uint64_t batch,
+                          std::uint64_t view_offset) {
+    calls = {static_cast<std::uint64_t>(views.size(0)), seed, batch, view_offset};
+  }
+};
+}  // namespace
+
+TEST_CASE("Views off the CPU go through each policy's batched path, or fail with a clear error") {
+  static_assert(has_batched_path_v<BatchedMark> && !has_batched_path_v<Bezier>);
+  auto meta = torch::empty({3, 1, 8, 8, 4}, torch::TensorOptions().dtype(torch::kFloat32).device(torch::kMeta));
+  const AugmentationSet<BatchedMark> batched({}, 5);
+  torch::Tensor out;
+  batched.augment_into(meta, out, 7, 3);
+  CHECK(BatchedMark::calls == std::vector<std::uint64_t>{3, 5, 7, 3});
+  const AugmentationSet<BatchedMark, Bezier> mixed({}, 5);
+  CHECK_THROWS_AS(mixed.augment_into(meta, out, 7, 3), hdssl::DataError);
+}
