@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <hdssl/preprocess/cache.hpp>
+#include <hdssl/preprocess/nifti_files.hpp>
 #include <hdssl/preprocess/pipeline.hpp>
 
 #include "../test_support.hpp"
@@ -452,4 +453,66 @@ TEST_CASE("cache: two processes filling the same key at once leave one whole ent
   const auto loaded = cache.load(cache.key({dir / "img.nii"}, pp::PreprocessOptions::ct()));
   REQUIRE(loaded.has_value());
   CHECK(same_result(*loaded, pp::preprocess(ct_phantom(), pp::PreprocessOptions::ct(), ct_labels())));
+}
+
+TEST_CASE("real MRI: Colin27 (ch2) with the AAL atlas through the mri preset and the cache") {
+  const auto ch2 = hdssl::test::mricron("ch2.nii.gz");
+  const auto aal = hdssl::test::mricron("aal.nii.gz");
+  if (!std::filesystem::exists(ch2) || !std::filesystem::exists(aal)) {
+    MESSAGE("mricron-data not installed: skipped");
+    return;
+  }
+  const Volume in = hdssl::io::read_nifti(ch2);
+  REQUIRE(in.shape() == std::array<int64_t, 3>{{181, 217, 181}});
+  const auto opt = pp::PreprocessOptions::mri();
+  hdssl::test::TempDir dir;
+  pp::PreprocessCache cache(dir / "cache");
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto out = pp::preprocess_nifti(ch2, aal, opt, &cache);
+  const auto t1 = std::chrono::steady_clock::now();
+  const auto again = pp::preprocess_nifti(ch2, aal, opt, &cache);
+  const auto t2 = std::chrono::steady_clock::now();
+  MESSAGE("ch2 + aal, mri preset: read + preprocess + store " << std::chrono::duration<double>(t1 - t0).count()
+                                                              << " s, cache hit " << std::chrono::duration<double>(t2 - t1).count() << " s");
+  CHECK(cache.misses() == 1);
+  CHECK(cache.hits() == 1);
+  CHECK(same_result(out, again));
+
+  // 1 mm -> 1.5 mm: 181 / 1.5 = 120.67 -> 121, 217 / 1.5 = 144.67 -> 145
+  CHECK(out.info.resampled_shape == std::array<int64_t, 3>{{121, 145, 121}});
+  // Clip values: the numpy-rule percentiles of the resampled image, here from a full sort.
+  const Volume res = pp::resample(in, Eigen::Vector3d(1.5, 1.5, 1.5), pp::Interpolation::linear);
+  const auto flat = res.data.reshape({-1}).to(torch::kFloat64);
+  std::vector<double> s(flat.data_ptr<double>(), flat.data_ptr<double>() + flat.numel());
+  std::sort(s.begin(), s.end());
+  for (int i = 0; i < 2; ++i) {
+    const double h = (s.size() - 1) * opt.percentiles[i] / 100.0;
+    const size_t k = static_cast<size_t>(h);
+    CHECK(out.info.intensity_range[i] == doctest::Approx(s[k] + (h - k) * (s[k + 1] - s[k])).epsilon(1e-12));
+  }
+  // Geometry: the first cropped voxel sits, after padding, where the resampled grid put it.
+  const auto& b = out.info.crop.begin;
+  const auto& p = out.info.padding.before;
+  const Eigen::Vector3d expect = world(in.affine, 1.5 * b[0], 1.5 * b[1], 1.5 * b[2]);  // ch2 spacing is 1 mm
+  CHECK((world(out.image.affine, double(p[0]), double(p[1]), double(p[2])) - expect).norm() < 1e-6);
+  CHECK(out.image.spacing().isApprox(Eigen::Vector3d(1.5, 1.5, 1.5), 1e-9));
+  // The crop is tight: every face of the unpadded region holds a voxel above 0.3, and the image is in [0, 1].
+  const auto sz = out.info.crop.size();
+  const auto body = out.image.data.slice(0, p[0], p[0] + sz[0]).slice(1, p[1], p[1] + sz[1]).slice(2, p[2], p[2] + sz[2]);
+  for (int a = 0; a < 3; ++a) {
+    CHECK(body.select(a, 0).max().item<float>() > 0.3f);
+    CHECK(body.select(a, sz[a] - 1).max().item<float>() > 0.3f);
+  }
+  CHECK(out.image.data.min().item<float>() == 0.0f);
+  CHECK(out.image.data.max().item<float>() == 1.0f);
+  // Voxels at or above the body threshold are never air, so they are body.
+  CHECK_FALSE(((out.image.data >= 0.03f) & ~out.body_mask).any().item<bool>());
+  // Labels: nearest neighbour adds no value that the atlas does not have.
+  REQUIRE(out.labels.has_value());
+  CHECK(out.labels->data.sizes() == out.image.data.sizes());
+  hdssl::io::NiftiReadOptions lo;
+  lo.load_as = hdssl::io::LoadType::Int64;
+  const auto atlas = hdssl::io::read_nifti(aal, lo);
+  CHECK(torch::isin(out.labels->data, std::get<0>(torch::_unique(atlas.data))).all().item<bool>());
+  CHECK(out.labels->data.gt(0).any().item<bool>());
 }
