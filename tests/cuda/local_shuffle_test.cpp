@@ -138,11 +138,17 @@ TEST_CASE("plan: block count, origins inside their ranges and spread uniformly")
   // Means of uniform integers on [0, r): (r - 1) / 2; sd of the mean ~ r / sqrt(12 * 15000) ~ 0.29 (x).
   CHECK(sx / 15000 == doctest::Approx(60.5).epsilon(0.03));
   CHECK(sz / 15000 == doctest::Approx(15.0).epsilon(0.05));
-  // The shared permutation of each view is a permutation of [0, 36).
+  // The shared permutation of each view is a permutation of the 36 offsets of a 6x6x1 block.
   for (int v = 0; v < 3; ++v) {
-    std::vector<int32_t> perm(host.perms.begin() + v * 36, host.perms.begin() + (v + 1) * 36);
-    std::sort(perm.begin(), perm.end());
-    for (int i = 0; i < 36; ++i) CHECK(perm[i] == i);
+    std::vector<int32_t> flat;
+    for (int q = 0; q < 36; ++q) {
+      int32_t x, y, z;
+      hdssl::ops::unpack_offset(host.perms[v * 36 + q], x, y, z);
+      CHECK(z == 0);
+      flat.push_back(x * 6 + y);
+    }
+    std::sort(flat.begin(), flat.end());
+    for (int i = 0; i < 36; ++i) CHECK(flat[i] == i);
   }
 }
 
@@ -292,8 +298,19 @@ TEST_CASE("bad inputs throw typed errors that name the problem") {
     message = e.what();
   }
   CHECK(message.find("divisor") != std::string::npos);
+  // 2048x1x1 blocks: few voxels, but more than 1023 along one axis.
+  CHECK_THROWS_AS(hdssl::ops::local_pixel_shuffle(torch::rand({1, 2048, 1, 1}), 1, 1, params(1.0, 2, 1, false)),
+                  hdssl::ConfigError);
   CHECK_THROWS_AS(hdssl::ops::local_pixel_shuffle(views, std::vector<std::uint64_t>{1, 2, 3}), hdssl::DataError);
   CHECK(hdssl::ops::local_pixel_shuffle(torch::rand({0, 16, 16, 8}), 1, 1).size(0) == 0);
+  // The _out form: shape/dtype must match, and the output may not share memory with the input.
+  torch::Tensor out = torch::empty_like(views);
+  hdssl::ops::local_pixel_shuffle_out(views, out, 1, 1);
+  CHECK(torch::equal(out, hdssl::ops::local_pixel_shuffle(views, 1, 1)));
+  torch::Tensor same = views;
+  CHECK_THROWS_AS(hdssl::ops::local_pixel_shuffle_out(views, same, 1, 1), hdssl::DataError);
+  torch::Tensor wrong = torch::empty({2, 16, 16, 8}, torch::kDouble);
+  CHECK_THROWS_AS(hdssl::ops::local_pixel_shuffle_out(views, wrong, 1, 1), hdssl::DataError);
 }
 
 TEST_CASE("CUDA shuffle equals the CPU shuffle bit for bit") {

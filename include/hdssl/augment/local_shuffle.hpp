@@ -52,10 +52,12 @@ struct LocalPixelShuffle {
     if (view.numel() == 0) return;
     const ops::LocalShuffleParams params = o.params();
     const ops::ShuffleGeometry g = ops::ShuffleGeometry::of(view.nx, view.ny, view.nz, params.divisor);
-    if (g.n > ops::kMaxShuffleBlockVoxels)
-      throw ConfigError("augment.local_pixel_shuffle: blocks of " + std::to_string(g.n) +
-                        " voxels exceed the supported " + std::to_string(ops::kMaxShuffleBlockVoxels) +
-                        " (raise divisor)");
+    if (g.n > ops::kMaxShuffleBlockVoxels || g.bx > ops::kMaxShuffleBlockExtent ||
+        g.by > ops::kMaxShuffleBlockExtent || g.bz > ops::kMaxShuffleBlockExtent)
+      throw ConfigError("augment.local_pixel_shuffle: blocks of " + std::to_string(g.bx) + "x" +
+                        std::to_string(g.by) + "x" + std::to_string(g.bz) + " voxels exceed the supported " +
+                        std::to_string(ops::kMaxShuffleBlockVoxels) + " voxels or " +
+                        std::to_string(ops::kMaxShuffleBlockExtent) + " per axis (raise divisor)");
     Rng main(rng.key(), 0);
     if (!ops::shuffle_applies(main, params.p) || params.blocks == 0) return;  // skip the copy of the original
     const std::vector<float> original(view.data, view.data + view.numel());

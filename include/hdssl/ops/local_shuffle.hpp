@@ -35,6 +35,10 @@ inline void check_shuffle_params(const LocalShuffleParams& p, std::int64_t nx, s
   if (p.blocks < 0) throw ConfigError(where + "blocks = " + std::to_string(p.blocks) + " is negative");
   if (p.divisor < 1) throw ConfigError(where + "divisor = " + std::to_string(p.divisor) + " must be at least 1");
   const ShuffleGeometry g = ShuffleGeometry::of(nx, ny, nz, p.divisor);
+  if (g.bx > kMaxShuffleBlockExtent || g.by > kMaxShuffleBlockExtent || g.bz > kMaxShuffleBlockExtent)
+    throw ConfigError(where + "block extents " + std::to_string(g.bx) + "x" + std::to_string(g.by) + "x" +
+                      std::to_string(g.bz) + " exceed " + std::to_string(kMaxShuffleBlockExtent) +
+                      " on an axis (raise divisor = " + std::to_string(p.divisor) + ")");
   if (g.n > kMaxShuffleBlockVoxels)
     throw ConfigError(where + "blocks of " + std::to_string(g.bx) + "x" + std::to_string(g.by) + "x" +
                       std::to_string(g.bz) + " voxels exceed the supported " + std::to_string(kMaxShuffleBlockVoxels) +
@@ -98,17 +102,27 @@ void shuffle_cpu_sized(const at::Tensor& in, const ViewBatch& ib, at::Tensor& ou
                         ob.strides, ib.views, ib.nx, ib.ny, ib.nz, keys, params);
 }
 
-/// Shared body of both public overloads. `device_keys`: keys already on the views' device (CUDA) or empty.
-inline at::Tensor local_pixel_shuffle_impl(const at::Tensor& views, ShuffleKeys keys, const LocalShuffleParams& params,
-                                           const std::vector<std::uint64_t>* host_keys) {
+/// Shared body of the public overloads: shuffles `views` into `out` (same shape and dtype, no shared
+/// memory). `host_keys`: one key per view in host memory, or null to derive keys from `keys`.
+inline void local_pixel_shuffle_impl(const at::Tensor& views, at::Tensor& out, ShuffleKeys keys,
+                                     const LocalShuffleParams& params, const std::vector<std::uint64_t>* host_keys) {
   const ViewBatch ib = view_batch(views, "views");
   check_shuffle_params(params, ib.nx, ib.ny, ib.nz);
   const int elem = static_cast<int>(views.element_size());
   if (!(elem == 1 || elem == 2 || elem == 4 || elem == 8))
     throw DataError("local_pixel_shuffle: views has an unsupported element size of " + std::to_string(elem) + " bytes");
-  at::Tensor out = at::empty(views.sizes(), views.options().memory_format(at::MemoryFormat::Contiguous));
-  if (views.numel() == 0) return out;
-  const ViewBatch ob = view_batch(out, "output");
+  if (host_keys != nullptr && static_cast<std::int64_t>(host_keys->size()) != ib.views)
+    throw DataError("local_pixel_shuffle: " + std::to_string(host_keys->size()) + " keys for " +
+                    std::to_string(ib.views) + " views");
+  if (!out.defined() || out.sizes() != views.sizes() || out.scalar_type() != views.scalar_type() ||
+      out.device() != views.device())
+    throw DataError("local_pixel_shuffle: out must be a " + std::string(c10::toString(views.scalar_type())) + " " +
+                    shape_string(views) + " tensor on " + views.device().str());
+  if (views.numel() == 0) return;
+  // Blocks read the original while others are written: the output may not share memory with the input.
+  if (out.is_alias_of(views))
+    throw DataError("local_pixel_shuffle: out shares memory with views (the shuffle reads the original)");
+  const ViewBatch ob = view_batch(out, "out");
 
   if (views.is_cuda()) {
 #if HDSSL_WITH_CUDA
@@ -127,7 +141,7 @@ inline at::Tensor local_pixel_shuffle_impl(const at::Tensor& views, ShuffleKeys 
                                                ib.views, ib.nx, ib.ny, ib.nz, keys, params, workspace.data_ptr(),
                                                compat::current_stream(views.device()));
     HDSSL_CUDA_LAUNCH_CHECK(status);
-    return out;
+    return;
 #else
     throw DataError("local_pixel_shuffle: views are on " + views.device().str() +
                     " but hdssl was built without CUDA support (HDSSL_WITH_CUDA=0)");
@@ -142,31 +156,43 @@ inline at::Tensor local_pixel_shuffle_impl(const at::Tensor& views, ShuffleKeys 
     case 4: shuffle_cpu_sized<4>(views, ib, out, ob, keys, params); break;
     default: shuffle_cpu_sized<8>(views, ib, out, ob, keys, params); break;
   }
-  return out;
+}
+
+inline at::Tensor empty_like_views(const at::Tensor& views) {
+  if (!views.defined()) throw DataError("local_pixel_shuffle: views is an undefined tensor");
+  return at::empty(views.sizes(), views.options().memory_format(at::MemoryFormat::Contiguous));
 }
 
 }  // namespace detail
 
 /// Shuffles every view of `views` ([V, X, Y, Z] or [V, 1, X, Y, Z], any dtype and strides, CPU or CUDA) into
-/// a new contiguous tensor. View v draws from the stream stream_key(seed, batch, first_view + v,
-/// Purpose::shuffle), the stream the augmentation set gives view first_view + v of a batch.
-/// Not differentiable (an input augmentation). Throws ConfigError / DataError naming the problem.
-inline at::Tensor local_pixel_shuffle(const at::Tensor& views, std::uint64_t seed, std::uint64_t batch,
-                                      const LocalShuffleParams& params = {}, std::uint64_t first_view = 0) {
+/// `out` (same shape, dtype and device, any strides, no memory shared with `views`; lets a data loader reuse
+/// its buffers). View v draws from the stream stream_key(seed, batch, first_view + v, Purpose::shuffle), the
+/// stream the augmentation set gives view first_view + v of a batch. Not differentiable (an input
+/// augmentation). Throws ConfigError / DataError naming the problem.
+inline void local_pixel_shuffle_out(const at::Tensor& views, at::Tensor& out, std::uint64_t seed, std::uint64_t batch,
+                                    const LocalShuffleParams& params = {}, std::uint64_t first_view = 0) {
   ShuffleKeys keys;
   keys.seed = seed;
   keys.batch = batch;
   keys.first_view = first_view;
-  return detail::local_pixel_shuffle_impl(views, keys, params, nullptr);
+  detail::local_pixel_shuffle_impl(views, out, keys, params, nullptr);
+}
+
+/// Same into a new contiguous tensor.
+inline at::Tensor local_pixel_shuffle(const at::Tensor& views, std::uint64_t seed, std::uint64_t batch,
+                                      const LocalShuffleParams& params = {}, std::uint64_t first_view = 0) {
+  at::Tensor out = detail::empty_like_views(views);
+  local_pixel_shuffle_out(views, out, seed, batch, params, first_view);
+  return out;
 }
 
 /// Same with an explicit stream key per view (keys.size() == V).
 inline at::Tensor local_pixel_shuffle(const at::Tensor& views, const std::vector<std::uint64_t>& keys,
                                       const LocalShuffleParams& params = {}) {
-  if (views.defined() && views.dim() >= 1 && static_cast<std::int64_t>(keys.size()) != views.size(0))
-    throw DataError("local_pixel_shuffle: " + std::to_string(keys.size()) + " keys for " +
-                    std::to_string(views.size(0)) + " views");
-  return detail::local_pixel_shuffle_impl(views, ShuffleKeys{}, params, &keys);
+  at::Tensor out = detail::empty_like_views(views);
+  detail::local_pixel_shuffle_impl(views, out, ShuffleKeys{}, params, &keys);
+  return out;
 }
 
 }  // namespace hdssl::ops

@@ -8,10 +8,11 @@
 // One permutation is shared by all blocks of a view [ref]; `per_block_permutation` draws one per block
 // (Models Genesis).
 //
-// Parallel, deterministic "later block wins": the volume is cut into tiles; for each tile an owner map
-// records, for every voxel, the highest block index covering it (a max, so the order in which blocks are
-// marked does not matter); each voxel is then written once, from its owner block or copied unchanged.
-// A sequential loop over blocks in order gives exactly the same result, which the tests check.
+// Parallel, deterministic "later block wins": the volume is cut into tiles, and each voxel ends up with the
+// value written by the highest-index block covering it. On the device the threads of a tile build an owner
+// map (the max block index per voxel: any marking order gives the same map), then write each voxel once.
+// On the CPU one thread owns a tile: it copies it, then writes the tile's part of each block in block order.
+// Both compute the sequential definition exactly, which the tests check against a naive oracle.
 //
 // Random choices (hdssl::Rng, counter-based): for a view with stream key `key`
 //   Rng(key, 0): apply = bernoulli(p); then the shared permutation = Fisher-Yates of [0, n) (n = block voxels)
@@ -35,8 +36,9 @@ struct LocalShuffleParams {
   bool per_block_permutation = false;  ///< [ref] false: one permutation per view
 };
 
-/// Largest block (voxels) supported: the permutation of one block lives in registers/shared memory
-/// bounds on the device; 4096 allows 16^3 blocks (volumes up to 320^3 at the default divisor).
+/// Largest block (voxels) supported: one device thread draws a whole permutation (Fisher-Yates) and the
+/// per-block option stores blocks x n entries per view; 4096 allows 16^3 blocks (views up to 320^3 at the
+/// default divisor).
 constexpr std::int32_t kMaxShuffleBlockVoxels = 4096;
 
 /// Geometry of the blocks of a view of extents (nx, ny, nz).
@@ -92,10 +94,23 @@ HDSSL_HOST_DEVICE inline void unpack_origin(std::uint64_t o, std::int32_t& x, st
   z = static_cast<std::int32_t>(o & 0x1FFFFFu);
 }
 
+/// Offsets inside a block are stored decoded, 10 bits per axis, so that writing a voxel needs shifts
+/// rather than integer divisions (block extents are at most 1023 per axis, checked by the front ends).
+constexpr std::int32_t kMaxShuffleBlockExtent = 1023;
+HDSSL_HOST_DEVICE inline std::int32_t pack_offset(std::int32_t x, std::int32_t y, std::int32_t z) {
+  return (x << 20) | (y << 10) | z;
+}
+HDSSL_HOST_DEVICE inline void unpack_offset(std::int32_t s, std::int32_t& x, std::int32_t& y, std::int32_t& z) {
+  x = s >> 20;
+  y = (s >> 10) & 0x3FF;
+  z = s & 0x3FF;
+}
+
 /// The random plan of a batch of V views, in caller-provided memory (host or device):
 ///   applied[V]            1 if the view is shuffled
 ///   origins[V * K]        packed block origins
-///   perms[V * n]          shared permutations, or perms[(V * K) * n] with per_block_permutation
+///   perms[V * n]          shared permutations, or perms[(V * K) * n] with per_block_permutation;
+///                         entry q = the source offset of flat offset q, packed by pack_offset
 struct ShufflePlan {
   std::int32_t* applied = nullptr;
   std::uint64_t* origins = nullptr;
@@ -159,6 +174,10 @@ struct ShufflePlanFunctor {
   HDSSL_HOST_DEVICE void identity_then_shuffle(std::int32_t* perm, Rng& rng) const {
     for (std::int32_t i = 0; i < geom.n; ++i) perm[i] = i;
     rng.shuffle(perm, static_cast<std::uint32_t>(geom.n));
+    for (std::int32_t i = 0; i < geom.n; ++i) {
+      const std::int32_t s = perm[i];
+      perm[i] = pack_offset(s / (geom.bz * geom.by), (s / geom.bz) % geom.by, s % geom.bz);
+    }
   }
 };
 
@@ -220,42 +239,92 @@ struct ShuffleTileFunctor {
   /// Owner map entry of tile voxel p (x-major, z fastest inside the tile) before marking.
   HDSSL_HOST_DEVICE static void clear(std::int32_t* owner, std::int32_t p) { owner[p] = -1; }
 
-  /// Marks the voxels of block k that fall inside the tile.
+  /// Where block k of view v reads from: its origin and permutation (the same for all its voxels).
+  struct BlockSource {
+    std::int32_t ox, oy, oz;
+    std::int32_t by, bz;
+    const std::int32_t* perm;
+    /// Input offset of the value that voxel (x, y, z) of the block receives: in[o + perm[q]].
+    HDSSL_HOST_DEVICE std::int64_t offset(const ViewStrides& s, std::int64_t v, std::int32_t x, std::int32_t y,
+                                          std::int32_t z) const {
+      std::int32_t sx, sy, sz;
+      unpack_offset(perm[((x - ox) * by + (y - oy)) * bz + (z - oz)], sx, sy, sz);
+      return s.at(v, ox + sx, oy + sy, oz + sz);
+    }
+  };
+  HDSSL_HOST_DEVICE BlockSource block_source(std::int64_t v, std::int32_t k) const {
+    BlockSource b;
+    unpack_origin(plan.origins[v * params.blocks + k], b.ox, b.oy, b.oz);
+    b.by = geom.by;
+    b.bz = geom.bz;
+    b.perm = params.per_block_permutation ? plan.perms + (v * params.blocks + k) * geom.n : plan.perms + v * geom.n;
+    return b;
+  }
+
+  /// The part of block k inside the tile, as [lo, hi) per axis; false when they do not meet.
+  HDSSL_HOST_DEVICE bool clip(std::int64_t v, const TileBox& tile, std::int32_t k, std::int32_t lo[3],
+                              std::int32_t hi[3]) const {
+    std::int32_t ox, oy, oz;
+    unpack_origin(plan.origins[v * params.blocks + k], ox, oy, oz);
+    lo[0] = max_i(ox, tile.x0);
+    hi[0] = min_i(ox + geom.bx, tile.x0 + tile.ex);
+    lo[1] = max_i(oy, tile.y0);
+    hi[1] = min_i(oy + geom.by, tile.y0 + tile.ey);
+    lo[2] = max_i(oz, tile.z0);
+    hi[2] = min_i(oz + geom.bz, tile.z0 + tile.ez);
+    return lo[0] < hi[0] && lo[1] < hi[1] && lo[2] < hi[2];
+  }
+
+  /// Marks the voxels of block k that fall inside the tile (the device path: blocks in any order).
   template <typename MaxInto>
   HDSSL_HOST_DEVICE void mark(std::int64_t v, const TileBox& tile, std::int32_t k, std::int32_t* owner,
                               MaxInto max_into) const {
-    std::int32_t ox, oy, oz;
-    unpack_origin(plan.origins[v * params.blocks + k], ox, oy, oz);
-    const std::int32_t lx = max_i(ox, tile.x0), hx = min_i(ox + geom.bx, tile.x0 + tile.ex);
-    const std::int32_t ly = max_i(oy, tile.y0), hy = min_i(oy + geom.by, tile.y0 + tile.ey);
-    const std::int32_t lz = max_i(oz, tile.z0), hz = min_i(oz + geom.bz, tile.z0 + tile.ez);
-    if (lx >= hx || ly >= hy || lz >= hz) return;
-    for (std::int32_t x = lx; x < hx; ++x)
-      for (std::int32_t y = ly; y < hy; ++y)
-        for (std::int32_t z = lz; z < hz; ++z)
+    std::int32_t lo[3], hi[3];
+    if (!clip(v, tile, k, lo, hi)) return;
+    for (std::int32_t x = lo[0]; x < hi[0]; ++x)
+      for (std::int32_t y = lo[1]; y < hi[1]; ++y)
+        for (std::int32_t z = lo[2]; z < hi[2]; ++z)
           max_into(owner + ((x - tile.x0) * tile.ey + (y - tile.y0)) * tile.ez + (z - tile.z0), k);
   }
 
-  /// Writes tile voxel p from its owner block (or unchanged when no block covers it).
-  /// `owner == nullptr` means the view is not shuffled: a plain copy.
+  /// Writes the voxels of block k inside the tile (the CPU path: one thread per tile, after write_tile's
+  /// copy, calls this for k = 0, 1, ... in order, so the later block wins without an owner map).
+  HDSSL_HOST_DEVICE void write_block(std::int64_t v, const TileBox& tile, std::int32_t k) const {
+    std::int32_t lo[3], hi[3];
+    if (!clip(v, tile, k, lo, hi)) return;
+    // Loop invariants in locals: stores through `out` (often uint32_t) may alias int32 members, which would
+    // otherwise be reloaded after every store.
+    const BlockSource src = block_source(v, k);
+    const ViewStrides is = in_strides, os = out_strides;
+    const T* const in_ = in;
+    T* const out_ = out;
+    for (std::int32_t x = lo[0]; x < hi[0]; ++x)
+      for (std::int32_t y = lo[1]; y < hi[1]; ++y)
+        for (std::int32_t z = lo[2]; z < hi[2]; ++z) out_[os.at(v, x, y, z)] = in_[src.offset(is, v, x, y, z)];
+  }
+
+  /// Writes voxel (x, y, z) of view v from block k (k < 0: no block covers it, copy it unchanged).
+  HDSSL_HOST_DEVICE void write_at(std::int64_t v, std::int32_t x, std::int32_t y, std::int32_t z, std::int32_t k) const {
+    const std::int64_t from = k < 0 ? in_strides.at(v, x, y, z) : block_source(v, k).offset(in_strides, v, x, y, z);
+    out[out_strides.at(v, x, y, z)] = in[from];
+  }
+
+  /// Writes tile voxel p (x-major, z fastest inside the tile) from its owner block, or unchanged when no
+  /// block covers it; `owner == nullptr` means the view is not shuffled: a plain copy.
   HDSSL_HOST_DEVICE void write(std::int64_t v, const TileBox& tile, std::int32_t p, const std::int32_t* owner) const {
     const std::int32_t lz = p % tile.ez;
     const std::int32_t ly = (p / tile.ez) % tile.ey;
     const std::int32_t lx = p / (tile.ez * tile.ey);
-    const std::int32_t x = tile.x0 + lx, y = tile.y0 + ly, z = tile.z0 + lz;
-    const std::int32_t k = owner != nullptr ? owner[p] : -1;
-    if (k < 0) {
-      out[out_strides.at(v, x, y, z)] = in[in_strides.at(v, x, y, z)];
-      return;
-    }
-    std::int32_t ox, oy, oz;
-    unpack_origin(plan.origins[v * params.blocks + k], ox, oy, oz);
-    const std::int32_t q = ((x - ox) * geom.by + (y - oy)) * geom.bz + (z - oz);
-    const std::int32_t* perm =
-        params.per_block_permutation ? plan.perms + (v * params.blocks + k) * geom.n : plan.perms + v * geom.n;
-    const std::int32_t s = perm[q];
-    const std::int32_t sz = s % geom.bz, sy = (s / geom.bz) % geom.by, sx = s / (geom.bz * geom.by);
-    out[out_strides.at(v, x, y, z)] = in[in_strides.at(v, ox + sx, oy + sy, oz + sz)];
+    write_at(v, tile.x0 + lx, tile.y0 + ly, tile.z0 + lz, owner != nullptr ? owner[p] : -1);
+  }
+
+  /// The whole tile in order, as write(p) for every p but without decoding p (the CPU loop).
+  HDSSL_HOST_DEVICE void write_tile(std::int64_t v, const TileBox& tile, const std::int32_t* owner) const {
+    std::int32_t p = 0;
+    for (std::int32_t x = tile.x0; x < tile.x0 + tile.ex; ++x)
+      for (std::int32_t y = tile.y0; y < tile.y0 + tile.ey; ++y)
+        for (std::int32_t z = tile.z0; z < tile.z0 + tile.ez; ++z, ++p)
+          write_at(v, x, y, z, owner != nullptr ? owner[p] : -1);
   }
 
  private:

@@ -1,6 +1,6 @@
 #pragma once
 // CPU loop of the local pixel shuffle: the functors of local_shuffle_functor.hpp under at::parallel_for.
-// Same plan, same owner rule as the CUDA kernel, hence bit-identical output for the same keys.
+// Same plan and same "later block wins" result as the CUDA kernel, hence bit-identical output for the same keys.
 #include "hdssl/ops/local_shuffle_functor.hpp"
 
 #include <ATen/Parallel.h>
@@ -59,31 +59,23 @@ void local_shuffle(const T* in, const ViewStrides& in_strides, T* out, const Vie
   f.params = params;
   f.geom = geom;
 
-  // Slabs of a few x-planes: enough tiles to balance the threads, an owner map that stays in cache.
+  // Slabs of 32 x-planes: each tile scans every block origin once, so few tiles; 4 per reference view
+  // still balance two threads. No owner map: a tile's thread writes its blocks in order (later wins).
   ShuffleTiling tiling;
   tiling.nx = nx;
   tiling.ny = ny;
   tiling.nz = nz;
-  tiling.tx = std::max<std::int32_t>(1, std::min<std::int32_t>(nx, 8));
+  tiling.tx = std::max<std::int32_t>(1, std::min<std::int32_t>(nx, 32));
   tiling.ty = ny;
   tiling.tz = nz;
   const std::int64_t tiles = tiling.tiles_per_view();
-  auto max_into = [](std::int32_t* slot, std::int32_t k) {
-    if (k > *slot) *slot = k;
-  };
   at::parallel_for(0, views * tiles, 1, [&](std::int64_t b, std::int64_t e) {
-    std::vector<std::int32_t> owner(static_cast<size_t>(tiling.tx) * tiling.ty * tiling.tz);
     for (std::int64_t i = b; i < e; ++i) {
       const std::int64_t v = i / tiles;
       const TileBox tile = tiling.tile(i % tiles);
-      const std::int32_t n = tile.voxels();
-      if (!f.applied(v) || params.blocks == 0) {
-        for (std::int32_t p = 0; p < n; ++p) f.write(v, tile, p, nullptr);
-        continue;
-      }
-      for (std::int32_t p = 0; p < n; ++p) ShuffleTileFunctor<T>::clear(owner.data(), p);
-      for (std::int32_t k = 0; k < params.blocks; ++k) f.mark(v, tile, k, owner.data(), max_into);
-      for (std::int32_t p = 0; p < n; ++p) f.write(v, tile, p, owner.data());
+      f.write_tile(v, tile, nullptr);  // unchanged copy
+      if (!f.applied(v)) continue;
+      for (std::int32_t k = 0; k < params.blocks; ++k) f.write_block(v, tile, k);
     }
   });
 }

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# hdssl's CUDA checks on a GPU machine: builds test_cuda and bench_kernels against the CUDA LibTorch of the
+# machine's PyTorch wheel (tests/cuda/standalone: no Eigen/NIfTI/CLI11 needed), runs both, and writes every
+# log and result to $OUT.
+#
+#   scripts/gpu_check.sh prepare   on a machine with the project's dependencies installed: copies the
+#                                  header-only test dependencies (doctest, nlohmann_json, Google Benchmark's
+#                                  header) and libbenchmark's shared library into build-gpu-deps/
+#   scripts/gpu_check.sh run       on the GPU machine (build-gpu-deps/ must travel with the tree)
+#
+# Environment: OUT (results folder; default build-gpu/out), HDSSL_GPU_BUDGET_S (whole run, default 450),
+# HDSSL_CUDA_ARCH (default 90), HDSSL_GPU_JOBS (default: all cores), HDSSL_GPU_CMAKE_ARGS (extra configure
+# arguments, split on spaces).
+# Every step runs under its own timeout inside the overall budget; a failed step is logged and the
+# script goes on with the next one, so one run returns as much as possible.
+set -u
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEPS="$ROOT/build-gpu-deps"
+BUILD="$ROOT/build-gpu"
+
+prepare() {
+  set -ex
+  rm -rf "$DEPS"
+  mkdir -p "$DEPS/include" "$DEPS/lib"
+  cp -r /usr/include/doctest "$DEPS/include/"
+  cp -r /usr/include/nlohmann "$DEPS/include/"
+  cp -r /usr/include/benchmark "$DEPS/include/"
+  # The SONAME file itself (a plain file: links may not travel).
+  cp -L /usr/lib/x86_64-linux-gnu/libbenchmark.so.1debian "$DEPS/lib/libbenchmark.so.1debian"
+  du -sh "$DEPS"
+}
+
+run() {
+  OUT="${OUT:-$BUILD/out}"
+  mkdir -p "$OUT"
+  exec > >(tee "$OUT/gpu_check.log") 2>&1
+  set -x
+  local budget="${HDSSL_GPU_BUDGET_S:-450}"
+  local start=$SECONDS
+  # step NAME LIMIT_S CMD...: runs CMD with min(LIMIT_S, what is left of the budget), logs to $OUT/NAME.log.
+  step() {
+    local name=$1 limit=$2
+    shift 2
+    local left=$((budget - (SECONDS - start)))
+    if ((left < limit)); then limit=$left; fi
+    if ((limit < 5)); then
+      echo "=== $name: SKIPPED (budget spent)"
+      return 124
+    fi
+    echo "=== $name (limit ${limit}s) at $((SECONDS - start))s"
+    timeout --kill-after=5 "$limit" "$@" >"$OUT/$name.log" 2>&1
+    local rc=$?
+    tail -n 60 "$OUT/$name.log"
+    echo "=== $name: rc=$rc after $((SECONDS - start))s"
+    return $rc
+  }
+
+  nvidia-smi --query-gpu=name,memory.total,clocks.max.memory,driver_version --format=csv || true
+  nvcc --version | tail -n 2 || true
+  cmake --version | head -n 1 || true
+  local torch_prefix torch_lib
+  torch_prefix="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+  torch_lib="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))' || true
+  export LD_LIBRARY_PATH="$DEPS/lib:$torch_lib:${LD_LIBRARY_PATH:-}"
+  local nvcc_bin
+  nvcc_bin="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
+  local jobs="${HDSSL_GPU_JOBS:-$(nproc)}"
+  local gen=() keep_going=(-- -k)
+  if command -v ninja >/dev/null; then
+    gen=(-G Ninja)
+    keep_going=(-- -k 0)
+  fi
+
+  local cfg=(cmake -S "$ROOT/tests/cuda/standalone" -B "$BUILD/cmake" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release
+    -DCMAKE_PREFIX_PATH="$torch_prefix" -DCMAKE_CUDA_COMPILER="$nvcc_bin"
+    -DCMAKE_CUDA_ARCHITECTURES="${HDSSL_CUDA_ARCH:-90}" -DHDSSL_GPU_DEPS="$DEPS" -DHDSSL_CUDA_VERBOSE=ON
+    ${HDSSL_GPU_CMAKE_ARGS:-})
+  rm -rf "$BUILD/cmake"
+  step configure 150 "${cfg[@]}"
+  # keep going: build every target that compiles even if another fails.
+  if ! step build 300 cmake --build "$BUILD/cmake" -j "$jobs" --target test_cuda bench_kernels "${keep_going[@]}"; then
+    if grep -qiE "c\+\+20|std=c\+\+2a|requires.*C\+\+ ?20" "$OUT/build.log"; then
+      echo "=== the LibTorch seems to need C++20: reconfigure and rebuild"
+      rm -rf "$BUILD/cmake"
+      step configure 90 "${cfg[@]}" -DHDSSL_CXX_STANDARD=20
+      step build 240 cmake --build "$BUILD/cmake" -j "$jobs" --target test_cuda bench_kernels "${keep_going[@]}"
+    fi
+  fi
+  grep -E "registers|spill|smem" "$OUT/build.log" | head -n 40 || true
+
+  local bin="$BUILD/cmake/bin"
+  if [[ -x "$bin/test_cuda" ]]; then
+    step test_cuda 120 "$bin/test_cuda" --duration=true
+  else
+    echo "=== test_cuda: not built"
+  fi
+  if [[ -x "$bin/bench_kernels" ]]; then
+    # JSON on stdout (the results file), the console table on stderr via the log of the step.
+    step bench_kernels 150 bash -c "'$bin/bench_kernels' --benchmark_format=json --benchmark_min_time=0.2 \
+      >'$OUT/bench_kernels.json'"
+    python3 - "$OUT/bench_kernels.json" <<'PY' | tee "$OUT/bench_summary.txt" || true
+import json, sys
+data = json.load(open(sys.argv[1]))
+ctx = data.get("context", {})
+print("card:", ctx.get("hdssl_device", "?"), "| peak GB/s (spec):", ctx.get("hdssl_peak_GBps", "?"))
+for b in data.get("benchmarks", []):
+    if b.get("error_occurred"):
+        print(f"{b['name']:<60} SKIPPED: {b.get('error_message', '')}")
+        continue
+    gbs = b.get("GB/s", float("nan"))
+    print(f"{b['name']:<60} {b['real_time']:>10.1f} {b['time_unit']}  {gbs:8.1f} GB/s  "
+          f"{100 * b.get('of_peak', float('nan')):5.1f}% of peak  bytes {b.get('bytes', 0):.3g}")
+PY
+  else
+    echo "=== bench_kernels: not built"
+  fi
+  echo "=== done after $((SECONDS - start))s"
+  ls -la "$OUT"
+  sleep 1  # let tee flush the log
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  run) run ;;
+  *)
+    echo "usage: $0 prepare|run" >&2
+    exit 2
+    ;;
+esac
