@@ -412,6 +412,21 @@ TEST_CASE("cache: several threads filling the same key at once all get the same 
   CHECK(same_result(*loaded, ref));
 }
 
+TEST_CASE("cache: stale temporaries of dead writers are removed, young ones and entries kept") {
+  hdssl::test::TempDir dir;
+  pp::PreprocessCache cache(dir / "cache");
+  const auto old_tmp = dir / "cache" / ".0123456789abcdef.tmp-1-2-3-4";
+  const auto young_tmp = dir / "cache" / ".0123456789abcdef.tmp-5-6-7-8";
+  const auto entry = dir / "cache" / "0123456789abcdef.safetensors";
+  for (const auto& p : {old_tmp, young_tmp, entry}) write_file(p, "x");
+  std::filesystem::last_write_time(old_tmp, std::filesystem::file_time_type::clock::now() - std::chrono::hours(2));
+  std::filesystem::last_write_time(entry, std::filesystem::file_time_type::clock::now() - std::chrono::hours(2));
+  CHECK(cache.remove_stale_temporaries() == 1);
+  CHECK_FALSE(std::filesystem::exists(old_tmp));
+  CHECK(std::filesystem::exists(young_tmp));
+  CHECK(std::filesystem::exists(entry));
+}
+
 // Runs only as a child process of the test below (the environment names the shared folder).
 TEST_CASE("cache child process filler") {
   const char* shared = std::getenv("HDSSL_TEST_CACHE_CHILD_DIR");

@@ -266,6 +266,22 @@ class PreprocessCache {
     return p;
   }
 
+  /// Deletes temporary files left by writers that died mid-write (`.<key>.tmp-*`) and are older than
+  /// `min_age` (younger ones may belong to a writer still at work). Returns how many were removed.
+  int64_t remove_stale_temporaries(std::chrono::seconds min_age = std::chrono::hours(1)) const {
+    int64_t removed = 0;
+    std::error_code ec;
+    const auto now = std::filesystem::file_time_type::clock::now();
+    for (const auto& e : std::filesystem::directory_iterator(folder_, ec)) {
+      const std::string name = e.path().filename().string();
+      if (name.size() < 2 || name[0] != '.' || name.find(".tmp-") == std::string::npos) continue;
+      const auto t = std::filesystem::last_write_time(e.path(), ec);
+      if (ec || now - t < min_age) continue;
+      if (std::filesystem::remove(e.path(), ec)) ++removed;
+    }
+    return removed;
+  }
+
   int64_t hits() const { return hits_; }
   int64_t misses() const { return misses_; }
 
