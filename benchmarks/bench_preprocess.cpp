@@ -1,14 +1,17 @@
 // Preprocessing throughput on a 181 x 217 x 181 volume at 1 mm (the size of the Colin27 MRI template):
-// the whole ct and mri pipelines and their costly stages.
+// the whole ct and mri pipelines and their costly stages on phantoms, and the real Colin27 MRI
+// (mricron-data's ch2.nii.gz; another file via HDSSL_BENCH_NIFTI) read, preprocessed and served by the cache.
 //   build/bin/bench_preprocess --benchmark_min_time=2
 // Threads: every core (hdssl::set_threads()).
 #include <benchmark/benchmark.h>
 
 #include <hdssl/core/threads.hpp>
-#include <hdssl/preprocess/cache.hpp>
-#include <hdssl/preprocess/pipeline.hpp>
+#include <hdssl/preprocess/nifti_files.hpp>
 
 #include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
 
 namespace {
 
@@ -81,8 +84,39 @@ void BM_fnv1a64_per_MiB(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * bytes));
 }
 
+std::filesystem::path real_mri() {
+  const char* env = std::getenv("HDSSL_BENCH_NIFTI");
+  return env ? env : "/usr/share/mricron/templates/ch2.nii.gz";
+}
+
+void BM_real_mri_read(benchmark::State& state) {
+  if (!std::filesystem::exists(real_mri())) return state.SkipWithError("no real MRI file");
+  for (auto _ : state) benchmark::DoNotOptimize(io::read_nifti(real_mri()));
+}
+void BM_real_mri_pipeline(benchmark::State& state) {
+  if (!std::filesystem::exists(real_mri())) return state.SkipWithError("no real MRI file");
+  set_threads(0);
+  const Volume v = io::read_nifti(real_mri());
+  for (auto _ : state) benchmark::DoNotOptimize(pp::preprocess(v, pp::PreprocessOptions::mri()));
+}
+void BM_real_mri_cache_hit(benchmark::State& state) {
+  if (!std::filesystem::exists(real_mri())) return state.SkipWithError("no real MRI file");
+  std::random_device rd;
+  const auto dir = std::filesystem::temp_directory_path() / ("hdssl-bench-cache-" + std::to_string(rd()));
+  {
+    pp::PreprocessCache cache(dir);
+    pp::preprocess_nifti(real_mri(), std::nullopt, pp::PreprocessOptions::mri(), &cache);
+    for (auto _ : state)
+      benchmark::DoNotOptimize(pp::preprocess_nifti(real_mri(), std::nullopt, pp::PreprocessOptions::mri(), &cache));
+  }
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 
+BENCHMARK(BM_real_mri_read)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_real_mri_pipeline)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_real_mri_cache_hit)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_pipeline_ct)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_pipeline_mri)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_resample_linear_to_1x1x2)->Unit(benchmark::kMillisecond)->UseRealTime();
