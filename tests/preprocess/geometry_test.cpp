@@ -207,3 +207,17 @@ TEST_CASE("pad to the patch size: centred, documented values, affine shifted by 
   CHECK(pm.sum().item<int64_t>() == 5 * 140 * 3);
   CHECK_FALSE(pm[0][0][0].item<bool>());
 }
+
+TEST_CASE("resample: results do not depend on the number of threads") {
+  torch::manual_seed(11);
+  Volume v;
+  v.data = torch::randn({37, 29, 23});
+  v.affine = oblique_affine();
+  const int before = torch::get_num_threads();
+  torch::set_num_threads(1);
+  const Volume one = pp::resample(v, Eigen::Vector3d(0.9, 1.3, 1.7), pp::Interpolation::linear);
+  torch::set_num_threads(std::max(2, before));
+  const Volume many = pp::resample(v, Eigen::Vector3d(0.9, 1.3, 1.7), pp::Interpolation::linear);
+  torch::set_num_threads(before);
+  CHECK(torch::equal(one.data, many.data));
+}
