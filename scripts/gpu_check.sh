@@ -10,7 +10,7 @@
 #
 # Environment: OUT (results folder; default build-gpu/out), HDSSL_GPU_BUDGET_S (whole run, default 450),
 # HDSSL_CUDA_ARCH (default 90), HDSSL_GPU_JOBS (default: all cores), HDSSL_GPU_CMAKE_ARGS (extra configure
-# arguments, split on spaces).
+# arguments, split on spaces), HDSSL_GPU_BUILD_S (build step limit, default 300).
 # Every step runs under its own timeout inside the overall budget; a failed step is logged and the
 # script goes on with the next one, so one run returns as much as possible.
 set -u
@@ -79,7 +79,7 @@ run() {
   rm -rf "$BUILD/cmake"
   step configure 150 "${cfg[@]}"
   # keep going: build every target that compiles even if another fails.
-  if ! step build 300 cmake --build "$BUILD/cmake" -j "$jobs" --target test_cuda bench_kernels "${keep_going[@]}"; then
+  if ! step build "${HDSSL_GPU_BUILD_S:-300}" cmake --build "$BUILD/cmake" -j "$jobs" --target test_cuda bench_kernels "${keep_going[@]}"; then
     if grep -qiE "c\+\+20|std=c\+\+2a|requires.*C\+\+ ?20" "$OUT/build.log"; then
       echo "=== the LibTorch seems to need C++20: reconfigure and rebuild"
       rm -rf "$BUILD/cmake"

@@ -159,7 +159,8 @@ TEST_CASE("CUDA gather equals the CPU oracle: forward exactly, backward within a
       for (size_t i = 0; i < cpu.size(); ++i) {
         CAPTURE(i);
         CHECK(gpu_cl[i].grad().is_contiguous(cl ? torch::MemoryFormat::ChannelsLast3d : torch::MemoryFormat::Contiguous));
-        CHECK(torch::allclose(gpu_cl[i].grad().cpu(), cpu[i].grad(), 1e-5, 1e-5));
+        // Float32 atomics add up to a few hundred terms per coarse cell in any order.
+        CHECK(torch::allclose(gpu_cl[i].grad().cpu(), cpu[i].grad(), 1e-4, 1e-4));
       }
       // bf16: forward exact; backward against float32 sums of the same bf16 gradients.
       const auto cpu16 = detached_copies(cpu, torch::kBFloat16, torch::kCPU);

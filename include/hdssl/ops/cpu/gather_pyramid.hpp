@@ -18,14 +18,15 @@ void gather_forward(const GatherForwardFunctor<T>& f) {
   });
 }
 
-/// Scatter-add of grad_out into the levels. Parallel over output columns: a column (level, channel) owns
-/// its gradient slots, so threads never share a slot and rows are added in order (deterministic).
+/// Scatter-add of grad_out into the levels. Parallel over ranges of output columns: a column (level,
+/// channel) owns its gradient slots, so threads never share a slot and rows are added in order
+/// (deterministic). Rows outside, columns inside: each row's slice of grad_out is read contiguously.
 template <typename T, typename Acc>
 void gather_backward(const GatherBackwardFunctor<T, Acc>& f) {
   auto add = [](Acc* slot, Acc value) { *slot += value; };
-  at::parallel_for(0, f.dst.total, 1, [&](std::int64_t b, std::int64_t e) {
-    for (std::int64_t j = b; j < e; ++j)
-      for (std::int64_t n = 0; n < f.index.rows; ++n) f(n, static_cast<std::int32_t>(j), add);
+  at::parallel_for(0, f.dst.total, 32, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t n = 0; n < f.index.rows; ++n)
+      for (std::int64_t j = b; j < e; ++j) f(n, static_cast<std::int32_t>(j), add);
   });
 }
 
