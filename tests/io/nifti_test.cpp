@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../test_support.hpp"
-#include "corrupt_nifti.hpp"
+#include "io_test_support.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -27,26 +27,8 @@ using hdssl::io::NiftiWriteOptions;
 
 namespace {
 
-bool have_nibabel() {
-  static const bool ok = std::system("/usr/bin/python3 -c 'import nibabel' > /dev/null 2>&1") == 0;
-  return ok;
-}
-
-/// Runs a Python snippet with nibabel and returns its stdout (one JSON document).
-nlohmann::json run_python(const hdssl::test::TempDir& tmp, const std::string& script, const std::vector<std::string>& args) {
-  const auto py = tmp / "check.py";
-  std::ofstream(py) << script;
-  std::string cmd = "/usr/bin/python3 '" + py.string() + "'";
-  for (const auto& a : args) cmd += " '" + a + "'";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) out.append(buf, n);
-  REQUIRE(pclose(pipe) == 0);
-  return nlohmann::json::parse(out);
-}
+using hdssl::test::have_nibabel;
+using hdssl::test::run_python;
 
 // nibabel's view of each file: shape, best affine, and checksums of volume `vol` in file order and
 // in closest-canonical order. The weighted sum pins the axis order, not only the values.

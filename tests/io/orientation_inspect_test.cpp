@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../test_support.hpp"
-#include "corrupt_nifti.hpp"
+#include "io_test_support.hpp"
 
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -276,6 +276,44 @@ TEST_CASE("hdssl-inspect: valid files, --json, --volume, non-finite count") {
     CHECK(r.status == 2);
     CHECK(r.err.find("volume index 2") != std::string::npos);
   }
+  // Real files against numpy: one with NaN voxels, one scaled 4-D series (volume 3).
+  const auto nan_real = hdssl::test::nibabel_data("resampled_anat_moved.nii");
+  const auto scaled = hdssl::test::nibabel_data("functional.nii");
+  if (hdssl::test::have_nibabel() && fs::exists(nan_real) && fs::exists(scaled)) {
+    const char* script = R"PY(
+import sys, json
+import numpy as np
+import nibabel as nib
+out = []
+for arg in sys.argv[1:]:
+    path, vol = arg.rsplit('@', 1)
+    d = np.asarray(nib.load(path).dataobj, dtype=np.float64)
+    if d.ndim == 4:
+        d = d[..., int(vol)]
+    d = d.astype(np.float32).astype(np.float64)   # the tool summarises float32 values
+    f = d[np.isfinite(d)]
+    out.append(dict(min=f.min(), max=f.max(), mean=f.mean(), non_finite=int(d.size - f.size),
+                    p=list(np.percentile(f, [0.5, 1, 50, 99, 99.5]))))
+print(json.dumps(out))
+)PY";
+    const auto ref = hdssl::test::run_python(tmp, script, {nan_real.string() + "@0", scaled.string() + "@3"});
+    const Run a = run_inspect(tmp, {"--json", nan_real.string()});
+    const Run b = run_inspect(tmp, {"--json", "--volume", "3", scaled.string()});
+    REQUIRE(a.status == 0);
+    REQUIRE(b.status == 0);
+    const nlohmann::json got[2] = {nlohmann::json::parse(a.out)[0], nlohmann::json::parse(b.out)[0]};
+    for (int f = 0; f < 2; ++f) {
+      CAPTURE(f);
+      CHECK(got[f]["non_finite"].get<int64_t>() == ref[f]["non_finite"].get<int64_t>());
+      CHECK(got[f]["min"].get<double>() == doctest::Approx(ref[f]["min"].get<double>()).epsilon(1e-12));
+      CHECK(got[f]["max"].get<double>() == doctest::Approx(ref[f]["max"].get<double>()).epsilon(1e-12));
+      CHECK(got[f]["mean"].get<double>() == doctest::Approx(ref[f]["mean"].get<double>()).epsilon(1e-12));
+      const char* keys[5] = {"0.5", "1", "50", "99", "99.5"};
+      for (int k = 0; k < 5; ++k) CHECK(got[f]["percentiles"][keys[k]].get<double>() == doctest::Approx(ref[f]["p"][k].get<double>()).epsilon(1e-9));
+    }
+    CHECK(got[0]["non_finite"].get<int64_t>() > 0);
+  }
+
   r = run_inspect(tmp, {"--help"});
   CHECK(r.status == 0);
   for (const char* opt : {"--json", "--volume", "--threads", "--percentiles", "non-finite", "Exit status"})

@@ -1,10 +1,16 @@
 #pragma once
-// Damaged NIfTI files for the I/O and hdssl-inspect tests, built from one valid file at test time
-// (no binary test data is committed). Each case says which words the refusal must contain.
+// Shared by the io test files: raw byte helpers, the damaged NIfTI files (built from a valid file at
+// test time; no binary test data is committed), and a runner for nibabel reference computations.
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
 #include <zlib.h>
+
+#include "../test_support.hpp"
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -215,6 +221,28 @@ inline std::vector<CorruptCase> make_corrupt_files(const std::filesystem::path& 
   }
   add("two-file .hdr name", "pair.hdr", valid1, {".hdr/.img"});
   return cases;
+}
+
+/// True when the system Python has nibabel (the reference for affines, data and statistics).
+inline bool have_nibabel() {
+  static const bool ok = std::system("/usr/bin/python3 -c 'import nibabel' > /dev/null 2>&1") == 0;
+  return ok;
+}
+
+/// Runs a Python script (nibabel + numpy) with arguments; its stdout must be one JSON document.
+inline nlohmann::json run_python(const TempDir& tmp, const std::string& script, const std::vector<std::string>& args) {
+  const auto py = tmp / "check.py";
+  std::ofstream(py) << script;
+  std::string cmd = "/usr/bin/python3 '" + py.string() + "'";
+  for (const auto& a : args) cmd += " '" + a + "'";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) out.append(buf, n);
+  REQUIRE(pclose(pipe) == 0);
+  return nlohmann::json::parse(out);
 }
 
 }  // namespace hdssl::test
