@@ -219,6 +219,58 @@ TEST_CASE("one block: its values are a permutation of the original block's, noth
   }
 }
 
+TEST_CASE("the CUDA kernel's algorithm (owner map per device tile, blocks marked in any order), run on the host") {
+  // The kernel is a thin loop around ShuffleTileFunctor::mark/write with ShuffleTiling::device(); running
+  // the same calls here, with blocks marked in reverse order, checks the owner-map rule without a GPU.
+  using namespace hdssl::ops;
+  struct Case {
+    int32_t V, X, Y, Z;
+    LocalShuffleParams p;
+  };
+  for (const auto& c : {Case{3, 128, 128, 32, params(0.8, 5000, 20, false)}, Case{2, 41, 30, 70, params(1.0, 300, 6, true)},
+                        Case{2, 200, 9, 3, params(1.0, 900, 20, false)}}) {
+    CAPTURE(c.X);
+    const torch::Tensor views = distinct_views(c.V, c.X, c.Y, c.Z);
+    const ShuffleGeometry g = ShuffleGeometry::of(c.X, c.Y, c.Z, c.p.divisor);
+    cpu::HostShufflePlan host(c.V, c.p, g);
+    ShuffleKeys keys;
+    keys.seed = 77;
+    cpu::build_shuffle_plan(ShufflePlanFunctor{host.plan, keys, c.p, g}, c.V);
+    torch::Tensor out = torch::full_like(views, -1.0f);
+    ShuffleTileFunctor<float> f;
+    f.in = views.data_ptr<float>();
+    f.out = out.data_ptr<float>();
+    f.in_strides = ViewStrides{int64_t{c.X} * c.Y * c.Z, int64_t{c.Y} * c.Z, c.Z, 1};
+    f.out_strides = f.in_strides;
+    f.plan = host.plan;
+    f.params = c.p;
+    f.geom = g;
+    const ShuffleTiling tiling = ShuffleTiling::device(c.X, c.Y, c.Z);
+    std::vector<int32_t> owner(kShuffleDeviceTileVoxels);
+    auto max_into = [](int32_t* slot, int32_t k) { *slot = std::max(*slot, k); };
+    for (int32_t v = 0; v < c.V; ++v) {
+      for (int64_t t = 0; t < tiling.tiles_per_view(); ++t) {
+        const TileBox tile = tiling.tile(t);
+        REQUIRE(tile.voxels() <= kShuffleDeviceTileVoxels);
+        if (!f.applied(v)) {
+          for (int32_t q = 0; q < tile.voxels(); ++q) f.write(v, tile, q, nullptr);
+          continue;
+        }
+        for (int32_t q = 0; q < tile.voxels(); ++q) ShuffleTileFunctor<float>::clear(owner.data(), q);
+        for (int32_t k = c.p.blocks - 1; k >= 0; --k) f.mark(v, tile, k, owner.data(), max_into);
+        for (int32_t q = 0; q < tile.voxels(); ++q) f.write(v, tile, q, owner.data());
+      }
+    }
+    CHECK(torch::equal(out, hdssl::ops::local_pixel_shuffle(views, batch_keys(77, 0, c.V), c.p)));
+  }
+  // Device tiles of the reference patch: 16 x 16 x 32, 64 per view.
+  const auto t = ShuffleTiling::device(128, 128, 32);
+  CHECK(t.tx == 16);
+  CHECK(t.ty == 16);
+  CHECK(t.tz == 32);
+  CHECK(t.tiles_per_view() == 64);
+}
+
 TEST_CASE("determinism: same seed same output on 1 and 2 threads, other seeds differ") {
   const torch::Tensor views = distinct_views(4, 64, 64, 16);
   const LocalShuffleParams p = params(1.0, 2000, 20, false);

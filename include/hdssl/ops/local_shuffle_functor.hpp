@@ -196,6 +196,9 @@ struct TileBox {
   HDSSL_HOST_DEVICE std::int32_t voxels() const { return ex * ey * ez; }
 };
 
+/// Voxels of one device tile: its owner map is 32 KB of int32 in shared memory, under the default limit.
+constexpr std::int32_t kShuffleDeviceTileVoxels = 8192;
+
 /// Tiling of a view: fixed tile extents (clipped at the view's far faces), tiles numbered x-major.
 struct ShuffleTiling {
   std::int32_t nx = 0, ny = 0, nz = 0;  ///< view extents
@@ -206,6 +209,23 @@ struct ShuffleTiling {
   HDSSL_HOST_DEVICE std::int64_t tiles_per_view() const {
     return static_cast<std::int64_t>(count_x()) * count_y() * count_z();
   }
+  /// The CUDA kernel's tiles: at most kShuffleDeviceTileVoxels voxels, z (the contiguous axis) longest for
+  /// coalesced accesses (16 x 16 x 32 for 128 x 128 x 32 views).
+  static ShuffleTiling device(std::int32_t nx, std::int32_t ny, std::int32_t nz) {
+    ShuffleTiling t;
+    t.nx = nx;
+    t.ny = ny;
+    t.nz = nz;
+    t.tz = nz < 32 ? nz : 32;
+    std::int32_t ty = 1;  // floor(sqrt(kShuffleDeviceTileVoxels / tz)), without floating point
+    while ((ty + 1) * (ty + 1) * t.tz <= kShuffleDeviceTileVoxels) ++ty;
+    t.ty = ny < ty ? ny : ty;
+    std::int32_t tx = kShuffleDeviceTileVoxels / (t.tz * t.ty);
+    if (tx < 1) tx = 1;
+    t.tx = nx < tx ? nx : tx;
+    return t;
+  }
+
   HDSSL_HOST_DEVICE TileBox tile(std::int64_t t) const {
     const std::int32_t cz = count_z(), cy = count_y();
     const std::int32_t iz = static_cast<std::int32_t>(t % cz);

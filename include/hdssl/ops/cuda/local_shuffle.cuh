@@ -3,7 +3,7 @@
 // (apply flag, permutation(s), block origins), one launch applies them. Thin wrappers around the functors of
 // local_shuffle_functor.hpp, which the CPU path runs too.
 //
-// Apply kernel: one thread block per tile (at most kShuffleTileVoxels voxels) of one view. The tile's owner
+// Apply kernel: one thread block per tile (at most kShuffleDeviceTileVoxels voxels) of one view. The tile's owner
 // map lives in shared memory: the threads mark the blocks (atomicMax of the block index), then write every
 // voxel of the tile exactly once. Global traffic is one read and one write per voxel plus the plan (a few
 // hundred KB, served from L2).
@@ -11,29 +11,11 @@
 
 #include <cuda_runtime.h>
 
-#include <cmath>
 #include <cstdint>
 
 namespace hdssl::ops::cuda {
 
 constexpr int kShuffleThreads = 256;
-constexpr int kShuffleTileVoxels = 8192;  // 32 KB of int32 owner map: under the default shared-memory limit
-
-/// Tiles of at most kShuffleTileVoxels voxels, z (the contiguous axis) longest for coalesced accesses.
-inline ShuffleTiling shuffle_device_tiling(std::int32_t nx, std::int32_t ny, std::int32_t nz) {
-  ShuffleTiling t;
-  t.nx = nx;
-  t.ny = ny;
-  t.nz = nz;
-  t.tz = nz < 32 ? nz : 32;
-  std::int32_t ty = static_cast<std::int32_t>(std::sqrt(static_cast<double>(kShuffleTileVoxels / t.tz)));
-  if (ty < 1) ty = 1;
-  t.ty = ny < ty ? ny : ty;
-  std::int32_t tx = kShuffleTileVoxels / (t.tz * t.ty);
-  if (tx < 1) tx = 1;
-  t.tx = nx < tx ? nx : tx;
-  return t;
-}
 
 /// Threads [0, V) draw view v's flag and shared permutation; threads [V, V + V*K) draw block origins.
 __global__ void shuffle_plan_kernel(ShufflePlanFunctor f, std::int64_t views) {
@@ -60,7 +42,7 @@ struct SharedMaxInto {
 template <typename T>
 __global__ void __launch_bounds__(kShuffleThreads)
     shuffle_apply_kernel(ShuffleTileFunctor<T> f, ShuffleTiling tiling, std::int64_t tiles_per_view) {
-  __shared__ std::int32_t owner[kShuffleTileVoxels];
+  __shared__ std::int32_t owner[kShuffleDeviceTileVoxels];
   const std::int64_t v = static_cast<std::int64_t>(blockIdx.x) / tiles_per_view;
   const TileBox tile = tiling.tile(static_cast<std::int64_t>(blockIdx.x) % tiles_per_view);
   const std::int32_t n = tile.voxels();
@@ -100,7 +82,7 @@ cudaError_t local_shuffle(const T* in, const ViewStrides& in_strides, T* out, co
   f.plan = plan;
   f.params = params;
   f.geom = geom;
-  const ShuffleTiling tiling = shuffle_device_tiling(nx, ny, nz);
+  const ShuffleTiling tiling = ShuffleTiling::device(nx, ny, nz);
   const std::int64_t tiles = tiling.tiles_per_view();
   shuffle_apply_kernel<T><<<static_cast<unsigned>(views * tiles), kShuffleThreads, 0, stream>>>(f, tiling, tiles);
   return cudaGetLastError();
