@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <ATen/core/PhiloxRNGEngine.h>
+#include <hdssl/core/dynamic_parallel.hpp>
 #include <hdssl/core/rng.hpp>
 #include <hdssl/sampling/pair_sampler.hpp>
 
@@ -445,4 +446,22 @@ TEST_CASE("Pair sampler: anchors are uniform over the body voxels") {
   }
   // 6000 anchors, p = 1/3: standard deviation of the fraction ~0.006.
   CHECK(static_cast<double>(in_cube) / total == doctest::Approx(1.0 / 3.0).epsilon(0.06));
+}
+
+TEST_CASE("parallel_for_each_item runs every item once and propagates exceptions") {
+  ThreadGuard guard;
+  for (int threads : {1, 2}) {
+    torch::set_num_threads(threads);
+    std::vector<std::atomic<int>> hits(37);
+    hdssl::parallel_for_each_item(37, [&](std::int64_t i) { hits[static_cast<std::size_t>(i)]++; });
+    bool once = true;
+    for (auto& h : hits) once = once && h.load() == 1;
+    CHECK(once);
+    CHECK_THROWS_AS(hdssl::parallel_for_each_item(10,
+                                                  [&](std::int64_t i) {
+                                                    if (i == 3) throw hdssl::DataError("item 3");
+                                                  }),
+                    hdssl::DataError);
+  }
+  hdssl::parallel_for_each_item(0, [&](std::int64_t) { FAIL("no items to run"); });
 }

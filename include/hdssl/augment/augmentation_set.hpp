@@ -10,12 +10,14 @@
 // so the output depends on (seed, b, v) and never on the thread count or on the other views.
 // Views of a pair are numbered by the caller through view_offset (e.g. view1 -> 0..B-1,
 // view2 -> B..2B-1).
-// CPU: views run in parallel (at::parallel_for); a policy's own inner parallel loops then run inline.
+// CPU: views run in parallel, handed out one at a time (parallel_for_each_item); a policy's own
+// inner parallel loops then run inline.
 // Other devices: each policy must provide a batched path
 //   static void apply_batch(torch::Tensor views, const options_type&, std::uint64_t seed,
 //                           std::uint64_t batch, std::uint64_t view_offset);
 // that draws from the same streams (used, e.g., by the CUDA local pixel shuffle).
 #include "hdssl/augment/policy.hpp"
+#include "hdssl/core/dynamic_parallel.hpp"
 
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
@@ -133,11 +135,9 @@ class AugmentationSet {
     const float* src = in.data_ptr<float>();
     float* dst = out.data_ptr<float>();
     const std::int64_t nx = in.size(in.dim() - 3), ny = in.size(in.dim() - 2), nz = in.size(in.dim() - 1);
-    at::parallel_for(0, V, 1, [&](std::int64_t v0, std::int64_t v1) {
-      for (std::int64_t v = v0; v < v1; ++v) {
-        std::memcpy(dst + v * n, src + v * n, static_cast<std::size_t>(n) * sizeof(float));
-        apply_view(ViewRef{dst + v * n, nx, ny, nz}, batch, view_offset + static_cast<std::uint64_t>(v));
-      }
+    parallel_for_each_item(V, [&](std::int64_t v) {
+      std::memcpy(dst + v * n, src + v * n, static_cast<std::size_t>(n) * sizeof(float));
+      apply_view(ViewRef{dst + v * n, nx, ny, nz}, batch, view_offset + static_cast<std::uint64_t>(v));
     });
   }
 
@@ -153,9 +153,8 @@ class AugmentationSet {
     const std::int64_t nx = views.size(views.dim() - 3), ny = views.size(views.dim() - 2),
                        nz = views.size(views.dim() - 1);
     float* base = views.data_ptr<float>();
-    at::parallel_for(0, V, 1, [&](std::int64_t v0, std::int64_t v1) {
-      for (std::int64_t v = v0; v < v1; ++v)
-        apply_view(ViewRef{base + v * nx * ny * nz, nx, ny, nz}, batch, view_offset + static_cast<std::uint64_t>(v));
+    parallel_for_each_item(V, [&](std::int64_t v) {
+      apply_view(ViewRef{base + v * nx * ny * nz, nx, ny, nz}, batch, view_offset + static_cast<std::uint64_t>(v));
     });
   }
 

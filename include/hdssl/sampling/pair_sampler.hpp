@@ -19,6 +19,7 @@
 // Every random choice comes from the pair's own streams (hdssl::Rng keyed by seed, batch, pair),
 // so a batch is identical for any thread count.
 #include "hdssl/augment/policy.hpp"  // OptionReader
+#include "hdssl/core/dynamic_parallel.hpp"
 #include "hdssl/core/error.hpp"
 #include "hdssl/core/rng.hpp"
 
@@ -223,38 +224,36 @@ class PairSampler {
     float* v2 = out.view2.data_ptr<float>();
     const std::int64_t patch_numel = P[0] * P[1] * P[2];
 
-    at::parallel_for(0, B, 1, [&](std::int64_t b0, std::int64_t b1) {
-      for (std::int64_t b = b0; b < b1; ++b) {
-        const std::int64_t vi = order[static_cast<std::size_t>(b % k)];
-        const SampleSource& src = *pool[static_cast<std::size_t>(vi)];
-        const auto S = src.shape();
-        vip[b] = vi;
+    parallel_for_each_item(B, [&](std::int64_t b) {
+      const std::int64_t vi = order[static_cast<std::size_t>(b % k)];
+      const SampleSource& src = *pool[static_cast<std::size_t>(vi)];
+      const auto S = src.shape();
+      vip[b] = vi;
 
-        Rng arng = Rng::for_stream(seed_, batch, static_cast<std::uint64_t>(b), Purpose::anchor);
-        const std::int64_t lin = src.body_voxels[arng.below64(src.body_voxels.size())];
-        const std::array<std::int64_t, 3> a{{lin / (S[1] * S[2]), (lin / S[2]) % S[1], lin % S[2]}};
+      Rng arng = Rng::for_stream(seed_, batch, static_cast<std::uint64_t>(b), Purpose::anchor);
+      const std::int64_t lin = src.body_voxels[arng.below64(src.body_voxels.size())];
+      const std::array<std::int64_t, 3> a{{lin / (S[1] * S[2]), (lin / S[2]) % S[1], lin % S[2]}};
 
-        Rng crng = Rng::for_stream(seed_, batch, static_cast<std::uint64_t>(b), Purpose::crop);
-        std::array<std::int64_t, 3> c1{}, c2{};
-        for (int view = 0; view < 2; ++view)
-          for (int ax = 0; ax < 3; ++ax) {
-            const std::int64_t lo = std::max<std::int64_t>(0, a[ax] - P[ax] + 1);
-            const std::int64_t hi = std::min<std::int64_t>(S[ax] - P[ax], a[ax]);  // inclusive
-            (view == 0 ? c1 : c2)[ax] = crng.range(lo, hi + 1);
-          }
+      Rng crng = Rng::for_stream(seed_, batch, static_cast<std::uint64_t>(b), Purpose::crop);
+      std::array<std::int64_t, 3> c1{}, c2{};
+      for (int view = 0; view < 2; ++view)
         for (int ax = 0; ax < 3; ++ax) {
-          anchors[b * 3 + ax] = a[ax];
-          s1p[b * 3 + ax] = c1[ax];
-          s2p[b * 3 + ax] = c2[ax];
+          const std::int64_t lo = std::max<std::int64_t>(0, a[ax] - P[ax] + 1);
+          const std::int64_t hi = std::min<std::int64_t>(S[ax] - P[ax], a[ax]);  // inclusive
+          (view == 0 ? c1 : c2)[ax] = crng.range(lo, hi + 1);
         }
-        copy_crop(src, c1, v1 + b * patch_numel);
-        copy_crop(src, c2, v2 + b * patch_numel);
-
-        Rng prng = Rng::for_stream(seed_, batch, static_cast<std::uint64_t>(b), Purpose::positives);
-        auto& p = pos[static_cast<std::size_t>(b)];
-        draw_positives(src, c1, c2, prng, p);
-        cnt[b] = static_cast<std::int64_t>(p.size() / 6);
+      for (int ax = 0; ax < 3; ++ax) {
+        anchors[b * 3 + ax] = a[ax];
+        s1p[b * 3 + ax] = c1[ax];
+        s2p[b * 3 + ax] = c2[ax];
       }
+      copy_crop(src, c1, v1 + b * patch_numel);
+      copy_crop(src, c2, v2 + b * patch_numel);
+
+      Rng prng = Rng::for_stream(seed_, batch, static_cast<std::uint64_t>(b), Purpose::positives);
+      auto& p = pos[static_cast<std::size_t>(b)];
+      draw_positives(src, c1, c2, prng, p);
+      cnt[b] = static_cast<std::int64_t>(p.size() / 6);
     });
 
     std::int64_t total = 0;
