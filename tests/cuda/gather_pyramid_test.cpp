@@ -101,6 +101,17 @@ TEST_CASE("gather backward equals the oracle's autograd, duplicated rows include
       CHECK(torch::allclose(a[i].grad(), b[i].grad(), 1e-5, 1e-5));
     }
   }
+  // The raw backward gives each gradient its level's layout (autograd would otherwise copy it into place).
+  {
+    const auto grads = hdssl::ops::detail::gather_pyramid_backward(
+        torch::ones({idx.size(0), 12}), idx, {{2, 4, 20, 16, 12}, {2, 8, 10, 8, 6}}, {true, false}, torch::kFloat);
+    CHECK(grads[0].is_contiguous(torch::MemoryFormat::ChannelsLast3d));
+    CHECK(!grads[0].is_contiguous());
+    CHECK(grads[1].is_contiguous());
+    // Every row adds 1 to each channel of its cell: the total is rows x channels.
+    CHECK(grads[0].sum().item<double>() == doctest::Approx(double(idx.size(0)) * 4));
+    CHECK(grads[1].sum().item<double>() == doctest::Approx(double(idx.size(0)) * 8));
+  }
   // bf16: accumulated in float32 and rounded once, so within one bf16 rounding of the float32 sums.
   const auto a = make_pyramid(2, channels, 20, 16, 12, torch::kBFloat16, false, true);
   const auto b = detached_copies(a, torch::kFloat, torch::kCPU);

@@ -128,11 +128,13 @@ inline std::vector<at::Tensor> gather_pyramid_backward(const at::Tensor& grad_ou
                                                        at::ScalarType dtype) {
   // Accumulators: the gradients themselves for float32/float64, float32 buffers for bf16.
   const at::ScalarType acc_type = dtype == at::kDouble ? at::kDouble : at::kFloat;
+  // (at::zeros ignores a memory format in its options; at::empty honours it.)
   std::vector<at::Tensor> acc;
   for (size_t i = 0; i < sizes.size(); ++i)
-    acc.push_back(at::zeros(sizes[i], grad_out.options().dtype(acc_type).memory_format(
+    acc.push_back(at::empty(sizes[i], grad_out.options().dtype(acc_type).memory_format(
                                           channels_last[i] ? at::MemoryFormat::ChannelsLast3d
-                                                           : at::MemoryFormat::Contiguous)));
+                                                           : at::MemoryFormat::Contiguous))
+                      .zero_());
   const GatherIndex index = gather_index(voxel_index);
   if (index.rows > 0 && grad_out.numel() > 0) {
     if (grad_out.is_cuda()) {
