@@ -421,17 +421,21 @@ TEST_CASE("augment_into equals the allocating call and reuses its output buffer"
 TEST_CASE("Bezier map with the default 1024 samples stays close to the reference's 100000-sample map") {
   Rng rng(77);
   double worst = 0;
+  int single = 0;
   for (int trial = 0; trial < 30; ++trial) {
     const double r1 = rng.uniform_double(), r2 = rng.uniform_double(), r3 = rng.uniform_double(),
                  r4 = rng.uniform_double();
     const BezierMap fine(r1, r2, r3, r4, 100000, false);  // checked against np.interp above
     const BezierMap coarse(r1, r2, r3, r4, 1024, false);
+    CHECK_FALSE(fine.single_step());  // the searching path is exercised by the reference-size map
+    single += coarse.single_step() ? 1 : 0;
     for (int i = 0; i <= 20000; ++i) {
       const float v = static_cast<float>(i) / 20000.0f;
       worst = std::max(worst, static_cast<double>(std::abs(fine(v) - coarse(v))));
     }
   }
-  MESSAGE("max |map_1024 - map_100000| over 30 curves: " << worst);
+  MESSAGE("max |map_1024 - map_100000| over 30 curves: " << worst << "; branch-free maps: " << single << "/30");
+  CHECK(single >= 20);  // the default size takes the branch-free path for most curves
   CHECK(worst < 1e-4);
 }
 

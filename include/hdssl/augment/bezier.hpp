@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <vector>
 
 namespace hdssl::augment {
@@ -44,40 +45,56 @@ class BezierMap {
       std::sort(ys_.begin(), ys_.end(), std::greater<double>());
     else
       std::sort(ys_.begin(), ys_.end());
+    // Float copies for the voxel loop, with a +inf sentinel after the last x so the segment search
+    // never needs a bounds test.
+    const std::size_t count = xs_.size();
     xf_.assign(xs_.begin(), xs_.end());
+    xf_.push_back(std::numeric_limits<float>::infinity());
     yf_.assign(ys_.begin(), ys_.end());
-    slope_.resize(xs_.size());
-    for (std::size_t j = 0; j + 1 < xs_.size(); ++j) {
+    slope_.assign(count, 0.0f);  // slope_[last] = 0: x_last maps to y_last exactly
+    for (std::size_t j = 0; j + 1 < count; ++j) {
       const double dx = xs_[j + 1] - xs_[j];
       slope_[j] = dx > 0 ? static_cast<float>((ys_[j + 1] - ys_[j]) / dx) : 0.0f;
     }
-    slope_.back() = 0.0f;
-    // bucket_[k] = last sample j with x_j <= k / buckets: a starting point for the segment search.
-    // 32 buckets per sample (at most 65536, 256 KiB) make the forward search step in only a few
-    // percent of the voxels, so its branch is almost always predicted: one bucket per sample
-    // measured ~5x slower per voxel, eight ~1.3x slower.
-    buckets_ = std::min<std::int64_t>(std::max<std::int64_t>(32 * n, 1024), 1 << 16);
+    // bucket_[k] = the segment (last j with x_j <= c) of c = k / buckets, the smallest value whose
+    // bucket is k: buckets is a power of two, so c * buckets is exact in float and int(c * buckets)
+    // is exactly floor. A voxel's segment is then bucket_[k] plus the samples inside its bucket.
+    // 32 buckets per sample (at most 65536, 256 KiB) leave at most one sample inside every bucket
+    // for ordinary curves; that is checked here and the voxel loop is then branch-free (one bucket
+    // per sample with a search loop measured ~5x slower per voxel).
+    buckets_ = 1024;
+    while (buckets_ < 32 * n && buckets_ < (1 << 16)) buckets_ *= 2;
+    const float inv = 1.0f / static_cast<float>(buckets_);
+    scale_ = static_cast<float>(buckets_);
+    x_first_ = xf_[0];
+    x_last_ = xf_[count - 1];
     bucket_.resize(static_cast<std::size_t>(buckets_ + 1));
+    single_step_ = true;
     std::size_t j = 0;
     for (std::int64_t k = 0; k <= buckets_; ++k) {
-      const double edge = static_cast<double>(k) / static_cast<double>(buckets_);
-      while (j + 1 < xs_.size() && xs_[j + 1] <= edge) ++j;
+      const float edge = static_cast<float>(k) * inv;
+      while (xf_[j + 1] <= edge) ++j;  // sentinel stops it
       bucket_[static_cast<std::size_t>(k)] = static_cast<std::int32_t>(j);
+      const float next = static_cast<float>(k + 1) * inv;  // bucket k holds c in [edge, next)
+      std::size_t inside = 0;
+      while (xf_[j + 1 + inside] < next) ++inside;
+      single_step_ = single_step_ && inside <= 1;
     }
   }
 
-  /// The map at v (float path used on voxels).
-  float operator()(float v) const {
-    const std::size_t last = xf_.size() - 1;
-    if (!(v > xf_[0])) return yf_[0];
-    if (v >= xf_[last]) return yf_[last];
-    std::int64_t k = static_cast<std::int64_t>(v * static_cast<float>(buckets_));
-    k = std::min<std::int64_t>(std::max<std::int64_t>(k, 0), buckets_);
-    std::size_t j = static_cast<std::size_t>(bucket_[static_cast<std::size_t>(k)]);
-    while (j > 0 && xf_[j] > v) --j;             // float rounding of v * buckets
-    while (j + 1 < last && xf_[j + 1] <= v) ++j;  // usually zero or one step
-    return yf_[j] + (v - xf_[j]) * slope_[j];
+  /// The map at v (float path used on voxels): np.interp semantics, NaN maps to the first y.
+  float operator()(float v) const { return single_step_ ? map<true>(v) : map<false>(v); }
+
+  /// Maps n values in place, choosing the search once for the whole range.
+  void map_range(float* d, std::int64_t n) const {
+    if (single_step_)
+      for (std::int64_t i = 0; i < n; ++i) d[i] = map<true>(d[i]);
+    else
+      for (std::int64_t i = 0; i < n; ++i) d[i] = map<false>(d[i]);
   }
+
+  /// True when every bucket needs at most one step (the branch-free path); for tests.
+  bool single_step() const { return single_step_; }
 
   const std::vector<double>& xs() const { return xs_; }  ///< sorted x samples
   const std::vector<double>& ys() const { return ys_; }  ///< y samples (sorted; descending if inverted)
@@ -87,6 +104,21 @@ class BezierMap {
   std::vector<float> xf_, yf_, slope_;
   std::vector<std::int32_t> bucket_;
   std::int64_t buckets_ = 0;
+  bool single_step_ = false;
+  float x_first_ = 0.0f, x_last_ = 1.0f, scale_ = 1.0f;
+
+  template <bool SingleStep>
+  float map(float v) const {
+    float c = v > x_first_ ? v : x_first_;  // also NaN -> x_0
+    c = c < x_last_ ? c : x_last_;
+    std::size_t j = static_cast<std::size_t>(bucket_[static_cast<std::size_t>(static_cast<std::int64_t>(c * scale_))]);
+    if constexpr (SingleStep) {
+      j += xf_[j + 1] <= c ? 1 : 0;
+    } else {
+      while (xf_[j + 1] <= c) ++j;
+    }
+    return yf_[j] + (c - xf_[j]) * slope_[j];
+  }
 };
 
 /// Policy: Bezier intensity curve.
@@ -129,7 +161,7 @@ struct Bezier {
   static void map_voxels(ViewRef v, const BezierMap& map) {
     float* d = v.data;
     at::parallel_for(0, v.numel(), 1 << 16, [&](std::int64_t b, std::int64_t e) {
-      for (std::int64_t i = b; i < e; ++i) d[i] = map(d[i]);
+      map.map_range(d + b, e - b);
     });
   }
 };
