@@ -111,8 +111,7 @@ void BM_BatchPipeline(benchmark::State& state) {
   torch::Tensor v1, v2;   // the augmented views; all buffers reused across batches
   for (auto _ : state) {
     vol.sampler.sample_into(b, vol.source, batch);
-    set.augment_into(b.view1, v1, batch, 0);
-    set.augment_into(b.view2, v2, batch, static_cast<std::uint64_t>(b.view1.size(0)));
+    set.augment_pair_into(b.view1, b.view2, v1, v2, batch);  // views 0..9 and 10..19
     benchmark::DoNotOptimize(v1.data_ptr<float>());
     benchmark::DoNotOptimize(v2.data_ptr<float>());
     ++batch;

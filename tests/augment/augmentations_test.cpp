@@ -507,3 +507,19 @@ TEST_CASE("Views off the CPU go through each policy's batched path, or fail with
   const AugmentationSet<BatchedMark, Bezier> mixed({}, 5);
   CHECK_THROWS_AS(mixed.augment_into(meta, out, 7, 3), hdssl::DataError);
 }
+
+TEST_CASE("augment_pair_into numbers the second batch after the first, as two augment_into calls do") {
+  ThreadGuard guard;
+  const HdsslAugmentations set(hdssl_options(), 12);
+  auto v1 = torch::rand({5, 1, 24, 24, 8}), v2 = torch::rand({5, 1, 24, 24, 8});
+  torch::Tensor a1, a2, b1, b2;
+  set.augment_into(v1, a1, 6, 0);
+  set.augment_into(v2, a2, 6, 5);
+  for (int threads : {1, 2}) {
+    torch::set_num_threads(threads);
+    set.augment_pair_into(v1, v2, b1, b2, 6);
+    CHECK(torch::equal(a1, b1));
+    CHECK(torch::equal(a2, b2));
+  }
+  CHECK_THROWS_AS(set.augment_pair_into(v1, torch::rand({4, 1, 24, 24, 8}), b1, b2, 6), hdssl::DataError);
+}
