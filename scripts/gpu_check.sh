@@ -72,15 +72,23 @@ run() {
     keep_going=(-- -k 0)
   fi
 
+  # LibTorch headers that refuse C++17 say so with an #error: pick the standard before the first build.
+  local torch_inc cxx_std=17
+  torch_inc="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "include"))')"
+  if [[ -d "$torch_inc" ]] && grep -rqs --include='*.h' "C++20 or later" "$torch_inc/c10" "$torch_inc/ATen" "$torch_inc/torch"; then
+    cxx_std=20
+  fi
+  echo "=== C++ standard for LibTorch consumers: $cxx_std"
   local cfg=(cmake -S "$ROOT/tests/cuda/standalone" -B "$BUILD/cmake" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release
     -DCMAKE_PREFIX_PATH="$torch_prefix" -DCMAKE_CUDA_COMPILER="$nvcc_bin"
     -DCMAKE_CUDA_ARCHITECTURES="${HDSSL_CUDA_ARCH:-90}" -DHDSSL_GPU_DEPS="$DEPS" -DHDSSL_CUDA_VERBOSE=ON
+    -DHDSSL_CXX_STANDARD="$cxx_std"
     ${HDSSL_GPU_CMAKE_ARGS:-})
   rm -rf "$BUILD/cmake"
   step configure 150 "${cfg[@]}"
   # keep going: build every target that compiles even if another fails.
   if ! step build "${HDSSL_GPU_BUILD_S:-300}" cmake --build "$BUILD/cmake" -j "$jobs" --target test_cuda bench_kernels "${keep_going[@]}"; then
-    if grep -qiE "c\+\+20|std=c\+\+2a|requires.*C\+\+ ?20" "$OUT/build.log"; then
+    if [[ $cxx_std == 17 ]] && grep -qiE "c\+\+20|std=c\+\+2a|requires.*C\+\+ ?20" "$OUT/build.log"; then
       echo "=== the LibTorch seems to need C++20: reconfigure and rebuild"
       rm -rf "$BUILD/cmake"
       step configure 90 "${cfg[@]}" -DHDSSL_CXX_STANDARD=20
