@@ -8,6 +8,12 @@ set(CMAKE_FIND_PACKAGE_TARGETS_GLOBAL ON)
 set(THREADS_PREFER_PTHREAD_FLAG ON)
 find_dependency(Threads)
 find_dependency(ZLIB)
+# at::parallel_for is inlined into our own translation units; with LibTorch's OpenMP backend (Debian's
+# and the PyTorch wheels') it runs in parallel only where those units are compiled with OpenMP.
+find_package(OpenMP QUIET)
+if(NOT OpenMP_CXX_FOUND)
+  message(WARNING "hdssl: no OpenMP for C++: hdssl's CPU loops (at::parallel_for) will run on one thread")
+endif()
 find_dependency(Eigen3 3.3 NO_MODULE)
 find_dependency(nlohmann_json 3.9)
 find_dependency(NIfTI)          # cmake/FindNIfTI.cmake (Debian's NIFTIConfig.cmake is broken)

@@ -105,7 +105,7 @@ run() {
   fi
   if [[ -x "$bin/bench_kernels" ]]; then
     # JSON on stdout (the results file), the console table on stderr via the log of the step.
-    step bench_kernels 150 bash -c "'$bin/bench_kernels' --benchmark_format=json --benchmark_min_time=0.2 \
+    step bench_kernels 150 bash -c "'$bin/bench_kernels' --benchmark_format=json --benchmark_min_time=0.1s \
       >'$OUT/bench_kernels.json'"
     python3 - "$OUT/bench_kernels.json" <<'PY' | tee "$OUT/bench_summary.txt" || true
 import json, sys
