@@ -22,6 +22,7 @@
 #include "hdssl/nn/gather.hpp"
 #include "hdssl/ops/gather_pyramid.hpp"
 #include "hdssl/ops/local_shuffle.hpp"
+#include "hdssl/ops/torch_compat.hpp"
 
 #if HDSSL_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -31,17 +32,10 @@ namespace {
 
 double g_peak_gbps = 0.0;  // spec bandwidth of the card (0: unknown)
 
-bool have_gpu() {
-#if HDSSL_WITH_CUDA
-  return torch::cuda::is_available();
-#else
-  return false;
-#endif
-}
 
 void sync() {
 #if HDSSL_WITH_CUDA
-  if (have_gpu()) torch::cuda::synchronize();
+  if (hdssl::ops::compat::cuda_ops_available()) torch::cuda::synchronize();
 #endif
 }
 
@@ -69,7 +63,7 @@ void time_calls(benchmark::State& state, double bytes, int reps, F&& call) {
 }
 
 bool skip_without_gpu(benchmark::State& state) {
-  if (have_gpu()) return false;
+  if (hdssl::ops::compat::cuda_ops_available()) return false;
   state.SkipWithError("skipped: no CUDA device (or hdssl built without CUDA ops)");
   for (auto _ : state) {
   }
@@ -110,7 +104,7 @@ BENCHMARK(BM_ShuffleKernel)->Arg(80)->Arg(100)->UseManualTime()->Unit(benchmark:
 /// index_put of the winning blocks' voxels. Plan drawn on the host (not timed); checked against hdssl's
 /// shuffle first. On the GPU when there is one, else on the CPU (then it is compared with the CPU path).
 void BM_ShuffleTensorOps(benchmark::State& state) {
-  const torch::Device device = have_gpu() ? torch::kCUDA : torch::kCPU;
+  const torch::Device device = hdssl::ops::compat::cuda_ops_available() ? torch::kCUDA : torch::kCPU;
   const auto params = shuffle_params(1.0);
   const torch::Tensor views = torch::rand({kViews, 1, kX, kY, kZ}, device);
   const auto g = hdssl::ops::ShuffleGeometry::of(kX, kY, kZ, params.divisor);
@@ -162,7 +156,7 @@ void BM_ShuffleTensorOps(benchmark::State& state) {
     }
     return;
   }
-  time_calls(state, 2.0 * views.numel() * 4, have_gpu() ? 5 : 1, [&] { benchmark::DoNotOptimize(run()); });
+  time_calls(state, 2.0 * views.numel() * 4, hdssl::ops::compat::cuda_ops_available() ? 5 : 1, [&] { benchmark::DoNotOptimize(run()); });
   state.SetLabel(device.str());
 }
 BENCHMARK(BM_ShuffleTensorOps)->UseManualTime()->Unit(benchmark::kMicrosecond);
@@ -276,7 +270,7 @@ void read_peak(int* argc, char** argv) {
   *argc = kept;
   std::string device = "none";
 #if HDSSL_WITH_CUDA
-  if (have_gpu()) {
+  if (hdssl::ops::compat::cuda_ops_available()) {
     cudaDeviceProp prop{};
     int clock_khz = 0, bus_bits = 0;
     if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) device = prop.name;

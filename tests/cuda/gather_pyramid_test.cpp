@@ -9,6 +9,7 @@
 #include "hdssl/core/error.hpp"
 #include "hdssl/nn/gather.hpp"
 #include "hdssl/ops/gather_pyramid.hpp"
+#include "hdssl/ops/torch_compat.hpp"
 
 namespace {
 
@@ -44,13 +45,6 @@ std::vector<torch::Tensor> detached_copies(const std::vector<torch::Tensor>& lev
   return out;
 }
 
-bool cuda_ready() {
-#if HDSSL_WITH_CUDA
-  return torch::cuda::is_available();
-#else
-  return false;
-#endif
-}
 
 }  // namespace
 
@@ -142,7 +136,7 @@ TEST_CASE("gather: bad inputs throw DataError naming the problem") {
 }
 
 TEST_CASE("CUDA gather equals the CPU oracle: forward exactly, backward within atomics' rounding") {
-  if (!cuda_ready()) {
+  if (!hdssl::ops::compat::cuda_ops_available()) {
     MESSAGE("skipped: no CUDA device (or hdssl built without CUDA ops)");
     return;
   }

@@ -13,6 +13,7 @@
 #include "hdssl/core/error.hpp"
 #include "hdssl/core/rng.hpp"
 #include "hdssl/ops/local_shuffle.hpp"
+#include "hdssl/ops/torch_compat.hpp"
 
 using hdssl::Purpose;
 using hdssl::Rng;
@@ -83,13 +84,6 @@ LocalShuffleParams params(double p, int32_t blocks, int32_t divisor, bool per_bl
   return q;
 }
 
-bool cuda_ready() {
-#if HDSSL_WITH_CUDA
-  return torch::cuda::is_available();
-#else
-  return false;
-#endif
-}
 
 }  // namespace
 
@@ -366,7 +360,7 @@ TEST_CASE("bad inputs throw typed errors that name the problem") {
 }
 
 TEST_CASE("CUDA shuffle equals the CPU shuffle bit for bit") {
-  if (!cuda_ready()) {
+  if (!hdssl::ops::compat::cuda_ops_available()) {
     MESSAGE("skipped: no CUDA device (or hdssl built without CUDA ops)");
     return;
   }

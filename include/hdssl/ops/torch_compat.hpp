@@ -34,6 +34,15 @@ inline const void* const_data(const at::Tensor& t) {
 #endif
 }
 
+/// Whether hdssl's CUDA ops are compiled in and a GPU is visible: what decides if a CUDA path can run.
+inline bool cuda_ops_available() {
+#if HDSSL_WITH_CUDA
+  return torch::cuda::is_available();
+#else
+  return false;
+#endif
+}
+
 #if HDSSL_WITH_CUDA
 /// The raw stream of the current CUDA stream of `device` (what every hdssl launch runs on).
 inline void* current_stream(const at::Device& device) {
