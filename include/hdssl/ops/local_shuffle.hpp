@@ -5,6 +5,7 @@
 #include "hdssl/core/error.hpp"
 #include "hdssl/core/rng.hpp"
 #include "hdssl/ops/cpu/local_shuffle.hpp"
+#include "hdssl/ops/element_bits.hpp"
 #include "hdssl/ops/local_shuffle_functor.hpp"
 #include "hdssl/ops/torch_compat.hpp"
 
@@ -76,28 +77,9 @@ inline ViewBatch view_batch(const at::Tensor& t, const char* what) {
 }
 
 template <int Size>
-struct BitsOf;
-template <>
-struct BitsOf<1> {
-  using type = std::uint8_t;
-};
-template <>
-struct BitsOf<2> {
-  using type = std::uint16_t;
-};
-template <>
-struct BitsOf<4> {
-  using type = std::uint32_t;
-};
-template <>
-struct BitsOf<8> {
-  using type = std::uint64_t;
-};
-
-template <int Size>
 void shuffle_cpu_sized(const at::Tensor& in, const ViewBatch& ib, at::Tensor& out, const ViewBatch& ob,
                        const ShuffleKeys& keys, const LocalShuffleParams& params) {
-  using T = typename BitsOf<Size>::type;
+  using T = element_bits_t<Size>;
   cpu::local_shuffle<T>(static_cast<const T*>(compat::const_data(in)), ib.strides, static_cast<T*>(out.data_ptr()),
                         ob.strides, ib.views, ib.nx, ib.ny, ib.nz, keys, params);
 }

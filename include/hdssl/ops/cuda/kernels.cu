@@ -4,6 +4,7 @@
 #include "hdssl/ops/cuda/gather_pyramid.cuh"
 #include "hdssl/ops/cuda/launch.hpp"
 #include "hdssl/ops/cuda/local_shuffle.cuh"
+#include "hdssl/ops/element_bits.hpp"
 
 #include <cuda_bf16.h>
 
@@ -12,31 +13,11 @@
 namespace hdssl::ops::cuda {
 
 namespace {
-// Copy-only kernels are instantiated per element size: the same machine code serves float, int, bf16...
-template <int Size>
-struct Bits;
-template <>
-struct Bits<1> {
-  using type = std::uint8_t;
-};
-template <>
-struct Bits<2> {
-  using type = std::uint16_t;
-};
-template <>
-struct Bits<4> {
-  using type = std::uint32_t;
-};
-template <>
-struct Bits<8> {
-  using type = std::uint64_t;
-};
-
 template <int Size>
 int shuffle_sized(const void* in, const ViewStrides& in_strides, void* out, const ViewStrides& out_strides,
                   std::int64_t views, std::int32_t nx, std::int32_t ny, std::int32_t nz, const ShuffleKeys& keys,
                   const LocalShuffleParams& params, void* workspace, cudaStream_t stream) {
-  using T = typename Bits<Size>::type;
+  using T = element_bits_t<Size>;
   return static_cast<int>(local_shuffle<T>(static_cast<const T*>(in), in_strides, static_cast<T*>(out), out_strides,
                                            views, nx, ny, nz, keys, params, workspace, stream));
 }
@@ -44,7 +25,7 @@ int shuffle_sized(const void* in, const ViewStrides& in_strides, void* out, cons
 template <int Size>
 int gather_sized(const GatherLevels<const void*>& levels, const GatherIndex& index, void* out, std::int64_t out_s0,
                  std::int64_t out_s1, cudaStream_t stream) {
-  using T = typename Bits<Size>::type;
+  using T = element_bits_t<Size>;
   GatherForwardFunctor<T> f;
   for (int i = 0; i < kMaxGatherLevels; ++i) {
     f.src.data[i] = static_cast<const T*>(levels.data[i]);
