@@ -6,6 +6,7 @@
 
 #include <hdssl/core/orientation.hpp>
 #include <hdssl/io/nifti.hpp>
+#include <hdssl/preprocess/intensity.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -29,21 +30,7 @@ struct Stats {
   std::vector<std::pair<double, double>> percentiles;  // (p, value)
 };
 
-/// Puts the values of sorted positions idx[lo_i, hi_i) of v[begin, end) in place, selecting the
-/// middle one first and recursing into the two sides, so a handful of percentiles costs about two
-/// passes over the data instead of one pass each (or a full sort).
-void select_positions(std::vector<float>& v, size_t begin, size_t end, const std::vector<size_t>& idx, size_t lo_i, size_t hi_i) {
-  if (lo_i >= hi_i || begin >= end) return;
-  const size_t mid = lo_i + (hi_i - lo_i) / 2;
-  const size_t k = idx[mid];
-  std::nth_element(v.begin() + static_cast<std::ptrdiff_t>(begin), v.begin() + static_cast<std::ptrdiff_t>(k),
-                   v.begin() + static_cast<std::ptrdiff_t>(end));
-  select_positions(v, begin, k, idx, lo_i, mid);
-  select_positions(v, k + 1, end, idx, mid + 1, hi_i);
-}
-
-/// Summary of the finite voxels; percentiles interpolate linearly between order statistics
-/// (numpy's default).
+/// Summary of the finite voxels; percentiles by numpy's default rule (preprocess/intensity.hpp).
 Stats summarize(const torch::Tensor& data, std::vector<double> ps) {
   Stats s;
   const torch::Tensor flat = data.to(torch::kFloat32).reshape({-1}).contiguous();
@@ -71,23 +58,8 @@ Stats summarize(const torch::Tensor& data, std::vector<double> ps) {
   s.min = mn;
   s.max = mx;
   s.mean = sum / static_cast<double>(s.finite);
-  const size_t m = v.size();
-  std::vector<size_t> idx;
-  for (double q : ps) {
-    const auto lo = static_cast<size_t>(std::floor(q / 100.0 * static_cast<double>(m - 1)));
-    idx.push_back(lo);
-    if (lo + 1 < m) idx.push_back(lo + 1);
-  }
-  std::sort(idx.begin(), idx.end());
-  idx.erase(std::unique(idx.begin(), idx.end()), idx.end());
-  select_positions(v, 0, m, idx, 0, idx.size());
-  for (double q : ps) {
-    const double pos = q / 100.0 * static_cast<double>(m - 1);
-    const auto lo = static_cast<size_t>(std::floor(pos));
-    const double a = v[lo];
-    const double b = lo + 1 < m ? v[lo + 1] : a;
-    s.percentiles.emplace_back(q, a + (pos - static_cast<double>(lo)) * (b - a));
-  }
+  const std::vector<double> values = hdssl::preprocess::percentiles_in_place(v, ps);
+  for (size_t i = 0; i < ps.size(); ++i) s.percentiles.emplace_back(ps[i], values[i]);
   return s;
 }
 

@@ -33,12 +33,11 @@ inline torch::Tensor clip_and_scale(const torch::Tensor& x, double lo, double hi
   return xd.to(torch::kFloat32);
 }
 
-namespace detail {
-
-/// Order-statistic percentiles of `values` (reordered in place), queries answered in ascending order so
-/// each selection only searches above the previous one.
+/// Percentiles (numpy 'linear' rule) of the values of a non-empty vector, which is reordered in place;
+/// queries answered in ascending order so each selection only searches above the previous one. The caller
+/// guarantees finite values and q in [0, 100] (percentiles() below checks both for tensors).
 template <typename T>
-std::vector<double> percentiles_of(std::vector<T>& values, const std::vector<double>& qs) {
+std::vector<double> percentiles_in_place(std::vector<T>& values, const std::vector<double>& qs) {
   const int64_t n = static_cast<int64_t>(values.size());
   std::vector<size_t> order(qs.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
@@ -63,8 +62,6 @@ std::vector<double> percentiles_of(std::vector<T>& values, const std::vector<dou
   return out;
 }
 
-}  // namespace detail
-
 /// The q-th percentiles (q in [0, 100]) of every value of `x`, numpy 'linear' rule. `name` is used in
 /// error messages. Throws DataError on an empty tensor or non-finite values. Values are selected in
 /// their own precision (float32 stays float32: no rounding, half the memory), interpolated in double.
@@ -83,11 +80,11 @@ inline std::vector<double> percentiles(const torch::Tensor& x, const std::vector
   if (narrow) {
     const auto xf = x.to(torch::kCPU).to(torch::kFloat32).contiguous().view({-1});
     std::vector<float> v(xf.data_ptr<float>(), xf.data_ptr<float>() + xf.numel());
-    return detail::percentiles_of(v, qs);
+    return percentiles_in_place(v, qs);
   }
   const auto xd = x.to(torch::kCPU).to(torch::kFloat64).contiguous().view({-1});
   std::vector<double> v(xd.data_ptr<double>(), xd.data_ptr<double>() + xd.numel());
-  return detail::percentiles_of(v, qs);
+  return percentiles_in_place(v, qs);
 }
 
 inline double percentile(const torch::Tensor& x, double q, const std::string& name = "tensor") {
