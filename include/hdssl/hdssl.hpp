@@ -12,6 +12,7 @@
 #include "hdssl/core/threads.hpp"
 #include "hdssl/core/volume.hpp"
 
+#include "hdssl/io/atomic_file.hpp"
 #include "hdssl/io/checkpoint.hpp"
 #include "hdssl/io/nifti.hpp"
 #include "hdssl/io/safetensors.hpp"

@@ -10,44 +10,39 @@
 #include <cstdint>
 #include <filesystem>
 #include <mutex>
-#include <random>
 #include <string>
 
 #include "hdssl/core/error.hpp"
+#include "hdssl/io/atomic_file.hpp"
 
 namespace hdssl::io {
 
-/// Writes model + optimiser + CPU RNG + step to `path` atomically (temp file in the same folder, then
-/// rename), so a crash while saving never leaves a half-written checkpoint in place of a good one.
+/// Writes model + optimiser + CPU RNG + step to `path` atomically (io/atomic_file.hpp), so a crash while
+/// saving never leaves a half-written checkpoint in place of a good one.
 inline void save_checkpoint(const std::filesystem::path& path, const torch::nn::Module& model,
                             const torch::optim::Optimizer& optimizer, int64_t step) {
   const std::string where = "checkpoint '" + path.string() + "': ";
-  std::random_device rd;
-  const auto tmp = path.parent_path() / (path.filename().string() + ".tmp" + std::to_string(rd()));
-  try {
-    torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
-    model.save(model_archive);
-    optimizer.save(optimizer_archive);
-    archive.write("model", model_archive);
-    archive.write("optimizer", optimizer_archive);
-    archive.write("step", torch::tensor(step, torch::kInt64));
-    {
-      at::Generator generator = at::detail::getDefaultCPUGenerator();  // handle; mutex() is non-const
-      std::lock_guard<std::mutex> lock(generator.mutex());
-      archive.write("rng_cpu", generator.get_state());
-    }
-    archive.save_to(tmp.string());
-  } catch (const c10::Error& e) {
-    std::error_code ec;
-    std::filesystem::remove(tmp, ec);
-    throw IoError(where + "cannot write: " + e.what_without_backtrace());
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp, ec);
-    throw IoError(where + "cannot move the finished file into place");
-  }
+  write_atomically(
+      path,
+      [&](const std::filesystem::path& tmp) {
+        try {
+          torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
+          model.save(model_archive);
+          optimizer.save(optimizer_archive);
+          archive.write("model", model_archive);
+          archive.write("optimizer", optimizer_archive);
+          archive.write("step", torch::tensor(step, torch::kInt64));
+          {
+            at::Generator generator = at::detail::getDefaultCPUGenerator();  // handle; mutex() is non-const
+            std::lock_guard<std::mutex> lock(generator.mutex());
+            archive.write("rng_cpu", generator.get_state());
+          }
+          archive.save_to(tmp.string());
+        } catch (const c10::Error& e) {
+          throw IoError(where + "cannot write: " + e.what_without_backtrace());
+        }
+      },
+      where);
 }
 
 /// Restores what save_checkpoint wrote into an identically built model and optimiser; returns the step.

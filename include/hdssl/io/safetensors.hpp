@@ -7,7 +7,7 @@
 //
 // The reader trusts nothing: header length, JSON, dtypes, shapes, offsets and sizes are all checked
 // against the file before a byte is copied, so a damaged file is an IoError, never a crash or a huge
-// allocation. The writer is atomic (temp file in the same folder, then rename).
+// allocation. The writer is atomic (io/atomic_file.hpp).
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
@@ -18,12 +18,12 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <random>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "hdssl/core/error.hpp"
+#include "hdssl/io/atomic_file.hpp"
 
 namespace hdssl::io {
 
@@ -206,31 +206,22 @@ inline void write_safetensors(const std::filesystem::path& path,
   std::string header = j.dump();
   header.append((8 - header.size() % 8) % 8, ' ');  // the format pads the header to 8 bytes with spaces
 
-  std::random_device rd;
-  const std::filesystem::path tmp = path.string() + ".tmp-" + std::to_string(rd()) + std::to_string(rd());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw IoError(where + "cannot open '" + tmp.string() + "' for writing");
-    unsigned char len_bytes[8];
-    uint64_t n = header.size();
-    for (int i = 0; i < 8; ++i, n >>= 8) len_bytes[i] = static_cast<unsigned char>(n & 0xff);
-    out.write(reinterpret_cast<const char*>(len_bytes), 8);
-    out.write(header.data(), static_cast<std::streamsize>(header.size()));
-    for (const auto& t : blobs)
-      out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.numel() * t.element_size()));
-    out.flush();
-    if (!out) {
-      std::error_code ec;
-      std::filesystem::remove(tmp, ec);
-      throw IoError(where + "write failed (disk full?)");
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp, ec);
-    throw IoError(where + "cannot move the finished file into place: " + ec.message());
-  }
+  write_atomically(
+      path,
+      [&](const std::filesystem::path& tmp) {
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        if (!out) throw IoError(where + "cannot open '" + tmp.string() + "' for writing");
+        unsigned char len_bytes[8];
+        uint64_t n = header.size();
+        for (int i = 0; i < 8; ++i, n >>= 8) len_bytes[i] = static_cast<unsigned char>(n & 0xff);
+        out.write(reinterpret_cast<const char*>(len_bytes), 8);
+        out.write(header.data(), static_cast<std::streamsize>(header.size()));
+        for (const auto& t : blobs)
+          out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.numel() * t.element_size()));
+        out.flush();
+        if (!out) throw IoError(where + "write failed (disk full?)");
+      },
+      where);
 }
 
 }  // namespace hdssl::io

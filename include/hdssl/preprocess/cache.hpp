@@ -9,8 +9,9 @@
 //   material, the pipeline's PreprocessInfo, the Volume header fields, and a checksum (FNV-1a 64 of
 //   every tensor's bytes in order).
 //
-// Writing is atomic: the entry is written to a temporary file with a unique name in the same folder,
-// fsync'ed, renamed over the final name (atomic on POSIX file systems), and the folder is fsync'ed.
+// Writing is atomic (io/atomic_file.hpp): the entry is written to a temporary file with a unique name in
+// the same folder, fsync'ed, renamed over the final name (atomic on POSIX file systems), and the folder
+// is fsync'ed.
 // Two processes filling the same key at once both compute, both rename; the last rename wins and
 // readers only ever see a complete file. Nothing is locked, so a reader never waits on a writer.
 //
@@ -28,17 +29,9 @@
 #include <iostream>
 #include <map>
 #include <optional>
-#include <random>
-#include <sstream>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
-
-#if defined(__unix__) || defined(__APPLE__)
-#include <fcntl.h>
-#include <unistd.h>
-#endif
 
 #include "hdssl/core/error.hpp"
 #include "hdssl/core/volume.hpp"
@@ -125,33 +118,6 @@ inline uint64_t tensors_checksum(const std::vector<std::pair<std::string, torch:
   return h;
 }
 
-/// Flushes a file or folder to disk; best effort where the platform has no fsync.
-inline void fsync_path(const std::filesystem::path& p, bool directory) {
-#if defined(__unix__) || defined(__APPLE__)
-  const int fd = ::open(p.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  if (fd < 0) {
-    if (directory) return;  // some file systems refuse to open folders; the rename is still atomic
-    throw IoError("preprocess cache: cannot open '" + p.string() + "' to flush it");
-  }
-  const int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0 && !directory) throw IoError("preprocess cache: fsync of '" + p.string() + "' failed");
-#else
-  (void)p;
-  (void)directory;
-#endif
-}
-
-inline std::string unique_suffix() {
-  static std::atomic<uint64_t> counter{0};
-  std::random_device rd;
-  std::ostringstream s;
-#if defined(__unix__) || defined(__APPLE__)
-  s << ::getpid() << '-';
-#endif
-  s << std::hash<std::thread::id>{}(std::this_thread::get_id()) << '-' << counter++ << '-' << rd();
-  return s.str();
-}
 
 }  // namespace detail
 
@@ -231,24 +197,8 @@ class PreprocessCache {
         {"image_meta", detail::meta_to_json(p.image).dump()},
         {"labels_meta", labels_meta.dump()},
         {"checksum", hex64(detail::tensors_checksum(tensors))}};
-    const auto final_path = entry_path(k);
-    const auto tmp = folder_ / ("." + k.id + ".tmp-" + detail::unique_suffix());
-    try {
-      io::write_safetensors(tmp, tensors, metadata);
-      detail::fsync_path(tmp, false);
-    } catch (...) {
-      std::error_code ec;
-      std::filesystem::remove(tmp, ec);
-      throw;
-    }
-    std::error_code ec;
-    std::filesystem::rename(tmp, final_path, ec);
-    if (ec) {
-      std::filesystem::remove(tmp, ec);
-      throw IoError("preprocess cache: cannot move the entry into place at '" + final_path.string() +
-                    "': " + ec.message());
-    }
-    detail::fsync_path(folder_, true);
+    // Atomic (io/atomic_file.hpp): concurrent writers of the same key each rename a whole entry into place.
+    io::write_safetensors(entry_path(k), tensors, metadata);
   }
 
   /// Cached result for (sources, opt), or compute() stored under its key. compute() must produce what
@@ -266,7 +216,7 @@ class PreprocessCache {
     return p;
   }
 
-  /// Deletes temporary files left by writers that died mid-write (`.<key>.tmp-*`) and are older than
+  /// Deletes temporary files left by writers that died mid-write (`.<key>.safetensors.tmp-*`) and are older than
   /// `min_age` (younger ones may belong to a writer still at work). Returns how many were removed.
   int64_t remove_stale_temporaries(std::chrono::seconds min_age = std::chrono::hours(1)) const {
     int64_t removed = 0;
