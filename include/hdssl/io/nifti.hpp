@@ -13,6 +13,7 @@
 #include <hdssl/core/error.hpp>
 #include <hdssl/core/orientation.hpp>
 #include <hdssl/core/volume.hpp>
+#include <hdssl/io/atomic_file.hpp>
 
 #include <nifti2_io.h>
 #include <zlib.h>
@@ -34,7 +35,6 @@
 #include <filesystem>
 #include <limits>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -470,14 +470,6 @@ inline torch::Tensor to_xyz(const torch::Tensor& zyx, torch::ScalarType st) {
   return out;
 }
 
-inline std::string random_suffix() {
-  std::random_device rd;
-  static const char* hex = "0123456789abcdef";
-  std::string s;
-  for (int i = 0; i < 12; ++i) s.push_back(hex[rd() % 16]);
-  return s;
-}
-
 }  // namespace detail
 
 /// Name of a NIfTI datatype code ("uint8", "float32", ...; "code N" if unknown).
@@ -823,11 +815,9 @@ inline void write_nifti(const std::filesystem::path& path, const torch::Tensor& 
     std::memcpy(header.data(), h.get(), 540);
   }
 
-  const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
-  const std::string name = path.filename().string();
-  const bool gz = detail::ends_with_ci(name, ".gz");
+  const bool gz = detail::ends_with_ci(path.filename().string(), ".gz");
   // The temporary name keeps the real extension last, so nothing mistakes it for another format.
-  const fs::path tmp = dir / ("." + name + ".tmp-" + std::to_string(::getpid()) + "-" + detail::random_suffix() + (gz ? ".gz" : ""));
+  const fs::path tmp = temporary_beside(path).string() + (gz ? ".gz" : "");
   detail::ByteWriter w(tmp, path, gz, options.compression_level);
   w.write(header.data(), static_cast<int64_t>(header.size()));
   w.write(disk.data_ptr(), disk.numel() * static_cast<int64_t>(disk.element_size()));
