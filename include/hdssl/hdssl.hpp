@@ -9,6 +9,7 @@
 #include "hdssl/core/error.hpp"
 #include "hdssl/core/orientation.hpp"
 #include "hdssl/core/rng.hpp"
+#include "hdssl/core/tensor_text.hpp"
 #include "hdssl/core/threads.hpp"
 #include "hdssl/core/volume.hpp"
 

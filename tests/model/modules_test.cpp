@@ -395,7 +395,7 @@ TEST_CASE("weights: damaged or mismatched files are IoErrors naming the problem"
   CHECK(message_of([&] { hdssl::io::load_weights(tmp / "absent.safetensors", *target); }) != "no IoError");
 
   hdssl::nn::FPN3d wider(hdssl::nn::FPN3dOptions(1, 8, 3));
-  CHECK(message_of([&] { hdssl::io::load_weights(good, *wider); }).find("first_conv.weight (file [4,1,3,3,3]") != std::string::npos);
+  CHECK(message_of([&] { hdssl::io::load_weights(good, *wider); }).find("first_conv.weight (file [4, 1, 3, 3, 3]") != std::string::npos);
 
   auto tensors = hdssl::io::read_safetensors(good).tensors;
   auto extra = tensors;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "hdssl/core/error.hpp"
+#include "hdssl/core/tensor_text.hpp"
 #include "hdssl/io/safetensors.hpp"
 
 namespace hdssl::io {
@@ -36,11 +37,6 @@ inline std::string join_list(const std::vector<std::string>& items, size_t max_i
   return s;
 }
 
-inline std::string shape_string(const torch::Tensor& t) {
-  std::string s = "[";
-  for (int64_t d = 0; d < t.dim(); ++d) s += (d ? "," : "") + std::to_string(t.size(d));
-  return s + "]";
-}
 }  // namespace detail
 
 /// The module's parameters and buffers (live tensors, not copies) under PyTorch state-dict names,
@@ -72,8 +68,8 @@ inline void load_state(torch::nn::Module& module, const NamedTensors& tensors, c
     }
     const auto& src = it->second;
     if (src.sizes() != kv.second.sizes())
-      mismatched.push_back(kv.first + " (file " + detail::shape_string(src) + ", model " +
-                           detail::shape_string(kv.second) + ")");
+      mismatched.push_back(kv.first + " (file " + shape_string(src) + ", model " +
+                           shape_string(kv.second) + ")");
     else if (src.is_floating_point() != kv.second.is_floating_point() || src.scalar_type() == torch::kBool)
       mismatched.push_back(kv.first + " (file dtype " + std::string(c10::toString(src.scalar_type())) +
                            ", model dtype " + std::string(c10::toString(kv.second.scalar_type())) + ")");

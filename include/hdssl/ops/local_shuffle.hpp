@@ -4,6 +4,7 @@
 // Both devices give bit-identical results for the same keys.
 #include "hdssl/core/error.hpp"
 #include "hdssl/core/rng.hpp"
+#include "hdssl/core/tensor_text.hpp"
 #include "hdssl/ops/cpu/local_shuffle.hpp"
 #include "hdssl/ops/element_bits.hpp"
 #include "hdssl/ops/local_shuffle_functor.hpp"
@@ -21,12 +22,6 @@
 namespace hdssl::ops {
 
 namespace detail {
-
-inline std::string shape_string(const at::Tensor& t) {
-  std::string s = "[";
-  for (int64_t d = 0; d < t.dim(); ++d) s += (d ? ", " : "") + std::to_string(t.size(d));
-  return s + "]";
-}
 
 /// Throws hdssl::ConfigError naming the option when a shuffle parameter is out of range for views of
 /// extents (nx, ny, nz).

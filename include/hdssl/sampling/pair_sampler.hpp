@@ -21,6 +21,7 @@
 #include "hdssl/augment/policy.hpp"  // OptionReader
 #include "hdssl/core/dynamic_parallel.hpp"
 #include "hdssl/core/error.hpp"
+#include "hdssl/core/tensor_text.hpp"
 #include "hdssl/core/rng.hpp"
 
 #include <ATen/Parallel.h>
@@ -131,7 +132,7 @@ class PairSampler {
                       (image.defined() ? std::to_string(image.dim()) + " dimensions" : std::string("undefined")));
     if (!body.defined() || body.sizes() != image.sizes())
       throw DataError(name + ": body mask must have the image's shape " + shape_string(image) + ", got " +
-                      (body.defined() ? shape_string(body) : std::string("undefined")));
+                      shape_string(body));
     image = image.to(torch::kCPU, torch::kFloat32).contiguous();
     body = (body.scalar_type() == torch::kBool ? body : body.ne(0)).to(torch::kCPU).contiguous();
     bool small = false;
@@ -297,11 +298,6 @@ class PairSampler {
     return torch::empty({0}, torch::kInt64).set_(buf.storage(), 0, {rows, 4}, {4, 1});
   }
 
-  static std::string shape_string(const torch::Tensor& t) {
-    std::string s = "(";
-    for (std::int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
-    return s + ")";
-  }
   std::string patch_string() const {
     return "(" + std::to_string(o_.patch[0]) + ", " + std::to_string(o_.patch[1]) + ", " +
            std::to_string(o_.patch[2]) + ")";
