@@ -58,6 +58,7 @@
 #include "hdssl/ops/gather_pyramid.hpp"
 #include "hdssl/ops/local_shuffle.hpp"
 #include "hdssl/ops/local_shuffle_functor.hpp"
+#include "hdssl/ops/local_shuffle_tiles.hpp"
 #include "hdssl/ops/torch_compat.hpp"
 
 #include "hdssl/presets.hpp"

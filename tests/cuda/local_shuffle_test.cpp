@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <numeric>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "hdssl/augment/local_shuffle.hpp"
@@ -213,56 +214,103 @@ TEST_CASE("one block: its values are a permutation of the original block's, noth
   }
 }
 
-TEST_CASE("the CUDA kernel's algorithm (owner map per device tile, blocks marked in any order), run on the host") {
-  // The kernel is a thin loop around ShuffleTileFunctor::mark/write with ShuffleTiling::device(); running
-  // the same calls here, with blocks marked in reverse order, checks the owner-map rule without a GPU.
+namespace {
+
+/// Runs the device algorithm (local_shuffle_tiles.hpp) on the host exactly as the CUDA kernels call it:
+/// the plan and the bins one block at a time, then per tile the three phases with `threads` threads, each
+/// phase run by the threads in reverse order (the map must not depend on the order of the atomics).
+/// `capacity` < 0: the capacity the device uses; otherwise forced (small values exercise overflowed bins).
+/// Returns the output and the largest bin count seen.
+std::pair<torch::Tensor, int32_t> device_algorithm_on_host(const torch::Tensor& views, uint64_t seed,
+                                                           const LocalShuffleParams& p, int32_t capacity,
+                                                           int32_t threads = 256) {
+  using namespace hdssl::ops;
+  const auto V = views.size(0);
+  const auto X = static_cast<int32_t>(views.size(1)), Y = static_cast<int32_t>(views.size(2)),
+             Z = static_cast<int32_t>(views.size(3));
+  ShuffleDeviceLayout layout = ShuffleDeviceLayout::of(V, X, Y, Z, p);
+  if (capacity >= 0) layout.capacity = capacity;
+  std::vector<std::uint64_t> workspace(static_cast<size_t>((layout.bytes() + 7) / 8));
+  const ShufflePlan plan = layout.plan(workspace.data());
+  const ShuffleBins bins = layout.bins(workspace.data());
+  std::fill(bins.counts, bins.counts + layout.bin_count(), 0);
+  ShuffleKeys keys;
+  keys.seed = seed;
+  const ShufflePlanFunctor planner{plan, keys, p, layout.geom};
+  const ShuffleBinFunctor binner{plan, p, layout.geom, layout.tiling, bins};
+  auto add = [](int32_t* counter, int32_t one) { const int32_t old = *counter; *counter += one; return old; };
+  for (int64_t v = 0; v < V; ++v) {
+    planner.view(v);
+    for (int32_t k = 0; k < p.blocks; ++k) {
+      planner.block(v, k);
+      binner.bin(v, k, add);
+    }
+  }
+  torch::Tensor out = torch::full_like(views, -1.0f);
+  ShuffleDeviceTile<float> d;
+  d.f.in = views.data_ptr<float>();
+  d.f.out = out.data_ptr<float>();
+  d.f.in_strides = ViewStrides{int64_t{X} * Y * Z, int64_t{Y} * Z, Z, 1};
+  d.f.out_strides = d.f.in_strides;
+  d.f.plan = plan;
+  d.f.params = p;
+  d.f.geom = layout.geom;
+  d.tiling = layout.tiling;
+  d.bins = bins;
+  std::vector<ShuffleOwner> owner(kShuffleDeviceTileVoxels);
+  auto max_into = [](ShuffleOwner* slot, ShuffleOwner e) { *slot = std::max(*slot, e); };
+  for (int64_t v = 0; v < V; ++v) {
+    for (int64_t t = 0; t < layout.tiling.tiles_per_view(); ++t) {
+      const TileBox tile = layout.tiling.tile(t);
+      REQUIRE(tile.voxels() <= kShuffleDeviceTileVoxels);
+      if (!d.shuffled(v)) {
+        for (int32_t i = threads - 1; i >= 0; --i) d.write(v, tile, nullptr, i, threads);
+        continue;
+      }
+      for (int32_t i = threads - 1; i >= 0; --i) d.clear(tile, owner.data(), i, threads);
+      for (int32_t i = threads - 1; i >= 0; --i) d.mark(v, t, tile, owner.data(), i, threads, max_into);
+      for (int32_t i = threads - 1; i >= 0; --i) d.write(v, tile, owner.data(), i, threads);
+    }
+  }
+  return {out, *std::max_element(bins.counts, bins.counts + layout.bin_count())};
+}
+
+}  // namespace
+
+TEST_CASE("the CUDA kernels' algorithm (bins per device tile, owner map, rows per warp), run on the host") {
   using namespace hdssl::ops;
   struct Case {
     int32_t V, X, Y, Z;
     LocalShuffleParams p;
   };
   for (const auto& c : {Case{3, 128, 128, 32, params(0.8, 5000, 20, false)}, Case{2, 41, 30, 70, params(1.0, 300, 6, true)},
-                        Case{2, 200, 9, 3, params(1.0, 900, 20, false)}}) {
+                        Case{2, 200, 9, 3, params(1.0, 900, 20, false)}, Case{2, 7, 5, 40, params(1.0, 400, 3, false)}}) {
     CAPTURE(c.X);
+    CAPTURE(c.Z);
     const torch::Tensor views = distinct_views(c.V, c.X, c.Y, c.Z);
-    const ShuffleGeometry g = ShuffleGeometry::of(c.X, c.Y, c.Z, c.p.divisor);
-    cpu::HostShufflePlan host(c.V, c.p, g);
-    ShuffleKeys keys;
-    keys.seed = 77;
-    cpu::build_shuffle_plan(ShufflePlanFunctor{host.plan, keys, c.p, g}, c.V);
-    torch::Tensor out = torch::full_like(views, -1.0f);
-    ShuffleTileFunctor<float> f;
-    f.in = views.data_ptr<float>();
-    f.out = out.data_ptr<float>();
-    f.in_strides = ViewStrides{int64_t{c.X} * c.Y * c.Z, int64_t{c.Y} * c.Z, c.Z, 1};
-    f.out_strides = f.in_strides;
-    f.plan = host.plan;
-    f.params = c.p;
-    f.geom = g;
-    const ShuffleTiling tiling = ShuffleTiling::device(c.X, c.Y, c.Z);
-    std::vector<int32_t> owner(kShuffleDeviceTileVoxels);
-    auto max_into = [](int32_t* slot, int32_t k) { *slot = std::max(*slot, k); };
-    for (int32_t v = 0; v < c.V; ++v) {
-      for (int64_t t = 0; t < tiling.tiles_per_view(); ++t) {
-        const TileBox tile = tiling.tile(t);
-        REQUIRE(tile.voxels() <= kShuffleDeviceTileVoxels);
-        if (!f.applied(v)) {
-          for (int32_t q = 0; q < tile.voxels(); ++q) f.write(v, tile, q, nullptr);
-          continue;
-        }
-        for (int32_t q = 0; q < tile.voxels(); ++q) ShuffleTileFunctor<float>::clear(owner.data(), q);
-        for (int32_t k = c.p.blocks - 1; k >= 0; --k) f.mark(v, tile, k, owner.data(), max_into);
-        for (int32_t q = 0; q < tile.voxels(); ++q) f.write(v, tile, q, owner.data());
-      }
-    }
-    CHECK(torch::equal(out, hdssl::ops::local_pixel_shuffle(views, batch_keys(77, 0, c.V), c.p)));
+    const torch::Tensor expected = naive_shuffle(views, batch_keys(77, 0, c.V), c.p);
+    const auto [binned, most] = device_algorithm_on_host(views, 77, c.p, -1);
+    CHECK(torch::equal(binned, expected));
+    // The bins held every block: the binned path ran, not the fallback.
+    const auto layout = ShuffleDeviceLayout::of(c.V, c.X, c.Y, c.Z, c.p);
+    CHECK(most <= layout.capacity);
+    CHECK(most > 0);
+    // Overflowed bins (capacity forced to 2) fall back to scanning every block: same result.
+    const auto [fallback, most_again] = device_algorithm_on_host(views, 77, c.p, 2);
+    CHECK(most_again > 2);
+    CHECK(torch::equal(fallback, expected));
+    // Fewer threads than rows or voxels per tile: the strided loops cover everything once.
+    CHECK(torch::equal(device_algorithm_on_host(views, 77, c.p, -1, 32).first, expected));
   }
-  // Device tiles of the reference patch: 16 x 16 x 32, 64 per view.
-  const auto t = ShuffleTiling::device(128, 128, 32);
+  // Device tiles of the reference patch: 16 x 8 x 32 (4096 voxels, z along the lanes of a warp), 128 per view;
+  // the bins of 5000 blocks of 6x6x1 then hold about 92 blocks each.
+  const auto t = device_shuffle_tiling(128, 128, 32);
   CHECK(t.tx == 16);
-  CHECK(t.ty == 16);
+  CHECK(t.ty == 8);
   CHECK(t.tz == 32);
-  CHECK(t.tiles_per_view() == 64);
+  CHECK(t.tiles_per_view() == 128);
+  const auto g = ShuffleGeometry::of(128, 128, 32, 20);
+  CHECK(shuffle_bin_capacity(params(0.8, 5000, 20, false), g, t) < 300);
 }
 
 TEST_CASE("determinism: same seed same output on 1 and 2 threads, other seeds differ") {

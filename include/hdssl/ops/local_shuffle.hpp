@@ -8,6 +8,7 @@
 #include "hdssl/ops/cpu/local_shuffle.hpp"
 #include "hdssl/ops/element_bits.hpp"
 #include "hdssl/ops/local_shuffle_functor.hpp"
+#include "hdssl/ops/local_shuffle_tiles.hpp"
 #include "hdssl/ops/torch_compat.hpp"
 
 #if HDSSL_WITH_CUDA
@@ -111,9 +112,11 @@ inline void local_pixel_shuffle_impl(const at::Tensor& views, at::Tensor& out, S
       key_tensor = key_tensor.to(views.device());
       keys.keys = static_cast<const std::uint64_t*>(compat::const_data(key_tensor));
     }
-    const ShuffleGeometry g = ShuffleGeometry::of(ib.nx, ib.ny, ib.nz, params.divisor);
-    at::Tensor workspace =
-        at::empty({shuffle_plan_bytes(ib.views, params, g)}, views.options().dtype(at::kByte));
+    if (shuffle_view_span(ib.nx, ib.ny, ib.nz, ib.strides) > std::int64_t{0xFFFFFFFF})
+      throw DataError("local_pixel_shuffle: a view of " + shape_string(views) +
+                      " spans more than 2^32 elements; the CUDA shuffle addresses views with 32-bit offsets");
+    const auto layout = ShuffleDeviceLayout::of(ib.views, ib.nx, ib.ny, ib.nz, params);
+    at::Tensor workspace = at::empty({layout.bytes()}, views.options().dtype(at::kByte));
     const int status = cuda::local_shuffle_raw(elem, compat::const_data(views), ib.strides, out.data_ptr(), ob.strides,
                                                ib.views, ib.nx, ib.ny, ib.nz, keys, params, workspace.data_ptr(),
                                                compat::current_stream(views.device()));

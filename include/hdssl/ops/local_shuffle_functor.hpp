@@ -9,10 +9,10 @@
 // (Models Genesis).
 //
 // Parallel, deterministic "later block wins": the volume is cut into tiles, and each voxel ends up with the
-// value written by the highest-index block covering it. On the device the threads of a tile build an owner
-// map (the max block index per voxel: any marking order gives the same map), then write each voxel once.
-// On the CPU one thread owns a tile: it copies it, then writes the tile's part of each block in block order.
-// Both compute the sequential definition exactly, which the tests check against a naive oracle.
+// value written by the highest-index block covering it. On the CPU one thread owns a tile: it copies it,
+// then writes the tile's part of each block in block order (here). On the device the threads of a tile
+// build an owner map instead (local_shuffle_tiles.hpp). Both compute the sequential definition exactly,
+// which the tests check against a naive oracle.
 //
 // Random choices (hdssl::Rng, counter-based): for a view with stream key `key`
 //   Rng(key, 0): apply = bernoulli(p); then the shared permutation = Fisher-Yates of [0, n) (n = block voxels)
@@ -196,9 +196,6 @@ struct TileBox {
   HDSSL_HOST_DEVICE std::int32_t voxels() const { return ex * ey * ez; }
 };
 
-/// Voxels of one device tile: its owner map is 32 KB of int32 in shared memory, under the default limit.
-constexpr std::int32_t kShuffleDeviceTileVoxels = 8192;
-
 /// Tiling of a view: fixed tile extents (clipped at the view's far faces), tiles numbered x-major.
 struct ShuffleTiling {
   std::int32_t nx = 0, ny = 0, nz = 0;  ///< view extents
@@ -209,23 +206,6 @@ struct ShuffleTiling {
   HDSSL_HOST_DEVICE std::int64_t tiles_per_view() const {
     return static_cast<std::int64_t>(count_x()) * count_y() * count_z();
   }
-  /// The CUDA kernel's tiles: at most kShuffleDeviceTileVoxels voxels, z (the contiguous axis) longest for
-  /// coalesced accesses (16 x 16 x 32 for 128 x 128 x 32 views).
-  static ShuffleTiling device(std::int32_t nx, std::int32_t ny, std::int32_t nz) {
-    ShuffleTiling t;
-    t.nx = nx;
-    t.ny = ny;
-    t.nz = nz;
-    t.tz = nz < 32 ? nz : 32;
-    std::int32_t ty = 1;  // floor(sqrt(kShuffleDeviceTileVoxels / tz)), without floating point
-    while ((ty + 1) * (ty + 1) * t.tz <= kShuffleDeviceTileVoxels) ++ty;
-    t.ty = ny < ty ? ny : ty;
-    std::int32_t tx = kShuffleDeviceTileVoxels / (t.tz * t.ty);
-    if (tx < 1) tx = 1;
-    t.tx = nx < tx ? nx : tx;
-    return t;
-  }
-
   HDSSL_HOST_DEVICE TileBox tile(std::int64_t t) const {
     const std::int32_t cz = count_z(), cy = count_y();
     const std::int32_t iz = static_cast<std::int32_t>(t % cz);
@@ -242,9 +222,8 @@ struct ShuffleTiling {
   }
 };
 
-/// Applies a plan to one tile of one view: reset the owner map, mark every block (any order, any
-/// number of threads: `max_into(int32_t* slot, int32_t k)` must store max(*slot, k), atomically where
-/// threads share the map), then write each voxel of the tile once. `in` and `out` must not overlap.
+/// Applies a plan to tiles of views: what a block reads (block_source, clip) and the CPU's ordered writes
+/// (copy_tile, then write_block for k = 0, 1, ...). `in` and `out` must not overlap.
 template <typename T>
 struct ShuffleTileFunctor {
   const T* in = nullptr;
@@ -255,9 +234,6 @@ struct ShuffleTileFunctor {
   ShuffleGeometry geom;
 
   HDSSL_HOST_DEVICE bool applied(std::int64_t v) const { return plan.applied[v] != 0; }
-
-  /// Owner map entry of tile voxel p (x-major, z fastest inside the tile) before marking.
-  HDSSL_HOST_DEVICE static void clear(std::int32_t* owner, std::int32_t p) { owner[p] = -1; }
 
   /// Where block k of view v reads from: its origin and permutation (the same for all its voxels).
   struct BlockSource {
@@ -295,20 +271,8 @@ struct ShuffleTileFunctor {
     return lo[0] < hi[0] && lo[1] < hi[1] && lo[2] < hi[2];
   }
 
-  /// Marks the voxels of block k that fall inside the tile (the device path: blocks in any order).
-  template <typename MaxInto>
-  HDSSL_HOST_DEVICE void mark(std::int64_t v, const TileBox& tile, std::int32_t k, std::int32_t* owner,
-                              MaxInto max_into) const {
-    std::int32_t lo[3], hi[3];
-    if (!clip(v, tile, k, lo, hi)) return;
-    for (std::int32_t x = lo[0]; x < hi[0]; ++x)
-      for (std::int32_t y = lo[1]; y < hi[1]; ++y)
-        for (std::int32_t z = lo[2]; z < hi[2]; ++z)
-          max_into(owner + ((x - tile.x0) * tile.ey + (y - tile.y0)) * tile.ez + (z - tile.z0), k);
-  }
-
-  /// Writes the voxels of block k inside the tile (the CPU path: one thread per tile, after write_tile's
-  /// copy, calls this for k = 0, 1, ... in order, so the later block wins without an owner map).
+  /// Writes the voxels of block k inside the tile (the CPU path: one thread per tile, after copy_tile,
+  /// calls this for k = 0, 1, ... in order, so the later block wins without an owner map).
   HDSSL_HOST_DEVICE void write_block(std::int64_t v, const TileBox& tile, std::int32_t k) const {
     std::int32_t lo[3], hi[3];
     if (!clip(v, tile, k, lo, hi)) return;
@@ -323,28 +287,12 @@ struct ShuffleTileFunctor {
         for (std::int32_t z = lo[2]; z < hi[2]; ++z) out_[os.at(v, x, y, z)] = in_[src.offset(is, v, x, y, z)];
   }
 
-  /// Writes voxel (x, y, z) of view v from block k (k < 0: no block covers it, copy it unchanged).
-  HDSSL_HOST_DEVICE void write_at(std::int64_t v, std::int32_t x, std::int32_t y, std::int32_t z, std::int32_t k) const {
-    const std::int64_t from = k < 0 ? in_strides.at(v, x, y, z) : block_source(v, k).offset(in_strides, v, x, y, z);
-    out[out_strides.at(v, x, y, z)] = in[from];
-  }
-
-  /// Writes tile voxel p (x-major, z fastest inside the tile) from its owner block, or unchanged when no
-  /// block covers it; `owner == nullptr` means the view is not shuffled: a plain copy.
-  HDSSL_HOST_DEVICE void write(std::int64_t v, const TileBox& tile, std::int32_t p, const std::int32_t* owner) const {
-    const std::int32_t lz = p % tile.ez;
-    const std::int32_t ly = (p / tile.ez) % tile.ey;
-    const std::int32_t lx = p / (tile.ez * tile.ey);
-    write_at(v, tile.x0 + lx, tile.y0 + ly, tile.z0 + lz, owner != nullptr ? owner[p] : -1);
-  }
-
-  /// The whole tile in order, as write(p) for every p but without decoding p (the CPU loop).
-  HDSSL_HOST_DEVICE void write_tile(std::int64_t v, const TileBox& tile, const std::int32_t* owner) const {
-    std::int32_t p = 0;
+  /// Copies the tile unchanged (what voxels that no block covers keep).
+  HDSSL_HOST_DEVICE void copy_tile(std::int64_t v, const TileBox& tile) const {
+    const ViewStrides is = in_strides, os = out_strides;
     for (std::int32_t x = tile.x0; x < tile.x0 + tile.ex; ++x)
       for (std::int32_t y = tile.y0; y < tile.y0 + tile.ey; ++y)
-        for (std::int32_t z = tile.z0; z < tile.z0 + tile.ez; ++z, ++p)
-          write_at(v, x, y, z, owner != nullptr ? owner[p] : -1);
+        for (std::int32_t z = tile.z0; z < tile.z0 + tile.ez; ++z) out[os.at(v, x, y, z)] = in[is.at(v, x, y, z)];
   }
 
  private:

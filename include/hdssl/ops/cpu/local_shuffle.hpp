@@ -73,7 +73,7 @@ void local_shuffle(const T* in, const ViewStrides& in_strides, T* out, const Vie
     for (std::int64_t i = b; i < e; ++i) {
       const std::int64_t v = i / tiles;
       const TileBox tile = tiling.tile(i % tiles);
-      f.write_tile(v, tile, nullptr);  // unchanged copy
+      f.copy_tile(v, tile);
       if (!f.applied(v)) continue;
       for (std::int32_t k = 0; k < params.blocks; ++k) f.write_block(v, tile, k);
     }

@@ -5,6 +5,7 @@
 // Each returns the cudaError_t of its launches as an int (0 = success).
 #include "hdssl/ops/gather_functor.hpp"
 #include "hdssl/ops/local_shuffle_functor.hpp"
+#include "hdssl/ops/local_shuffle_tiles.hpp"
 
 #include <cstdint>
 
@@ -14,7 +15,7 @@ namespace hdssl::ops::cuda {
 enum class GradType : int { float32 = 0, bfloat16 = 1 };
 
 /// Local pixel shuffle of `views` views (elements of elem_size = 1, 2, 4 or 8 bytes); `workspace` is device
-/// memory of shuffle_plan_bytes(views, params, ShuffleGeometry::of(nx, ny, nz, params.divisor)) bytes.
+/// memory of ShuffleDeviceLayout::of(views, nx, ny, nz, params).bytes() bytes.
 int local_shuffle_raw(int elem_size, const void* in, const ViewStrides& in_strides, void* out,
                       const ViewStrides& out_strides, std::int64_t views, std::int32_t nx, std::int32_t ny,
                       std::int32_t nz, const ShuffleKeys& keys, const LocalShuffleParams& params, void* workspace,
