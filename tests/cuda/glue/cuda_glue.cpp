@@ -1,0 +1,5 @@
+// Every header with a CUDA branch (#if HDSSL_WITH_CUDA): the tensor glue that calls the kernels. Compiled
+// syntax-only with HDSSL_WITH_CUDA=1 by the CTest `cuda_glue_compiles` (tests/cuda/CMakeLists.txt).
+#include "hdssl/ops/gather_pyramid.hpp"
+#include "hdssl/ops/local_shuffle.hpp"
+#include "hdssl/ops/torch_compat.hpp"
