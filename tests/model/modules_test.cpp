@@ -5,11 +5,13 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <iostream>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -18,6 +20,8 @@
 #include "hdssl/io/checkpoint.hpp"
 #include "hdssl/io/safetensors.hpp"
 #include "hdssl/io/weights.hpp"
+#include "hdssl/loss/infonce.hpp"
+#include "hdssl/loss/reconstruction.hpp"
 #include "hdssl/nn/fpn.hpp"
 #include "hdssl/nn/gather.hpp"
 #include "hdssl/nn/heads.hpp"
@@ -280,6 +284,155 @@ TEST_CASE_TEMPLATE("presets run forward and backward on CPU at a small size", P,
   if constexpr (P::reconstruction) {
     batch.target2 = torch::Tensor();
     CHECK_THROWS_AS(model->forward(batch), hdssl::DataError);
+  }
+}
+
+namespace {
+
+// Changes of the gather inputs the oracle can make on purpose, to show the comparison catches them.
+enum class GatherFault { none, coarse_by_one_level, reversed_levels };
+
+// PretrainModel::forward written out again from the same module pieces, gathering with the indexing path
+// (nn::gather_levels / nn::gather_pyramid: one indexing op per level): the oracle of the fused gather.
+template <class P>
+hdssl::nn::PretrainLosses indexing_path_losses(hdssl::nn::PretrainModelImpl<P>& m, const hdssl::nn::PretrainBatch& b,
+                                               GatherFault fault = GatherFault::none) {
+  auto embed = [&](const std::vector<torch::Tensor>& pyramid, torch::Tensor voxels) {
+    if (fault == GatherFault::coarse_by_one_level)  // level i read at v >> (i + 1), still in range
+      voxels = torch::cat({voxels.narrow(1, 0, 1), voxels.narrow(1, 1, 3).div(2, "floor")}, 1);
+    auto levels = hdssl::nn::gather_levels(pyramid, voxels);  // nn::gather_pyramid = these concatenated
+    if (fault == GatherFault::reversed_levels) std::reverse(levels.begin(), levels.end());
+    if constexpr (P::balanced) return m.balancing->forward(levels);
+    else return torch::cat(levels, 1);
+  };
+  const auto p1 = m.backbone->forward(b.view1);
+  const auto p2 = m.backbone->forward(b.view2);
+  hdssl::nn::PretrainLosses out;
+  out.info_nce = hdssl::loss::info_nce(m.proj_head->forward(embed(p1, b.voxels1)),
+                                       m.proj_head->forward(embed(p2, b.voxels2)), m.options.temperature);
+  out.total = out.info_nce;
+  if constexpr (P::reconstruction) {
+    out.reconstruction = hdssl::loss::reconstruction_mse(m.recon_head->forward(p1[0]), b.target1,
+                                                         m.recon_head->forward(p2[0]), b.target2);
+    out.total = out.info_nce + m.options.reconstruction_weight * out.reconstruction;
+  }
+  return out;
+}
+
+// Names of every autograd node behind t (which gather built the graph).
+std::set<std::string> graph_node_names(const torch::Tensor& t) {
+  std::set<std::string> names;
+  std::set<const torch::autograd::Node*> seen;
+  std::vector<std::shared_ptr<torch::autograd::Node>> todo = {t.grad_fn()};
+  while (!todo.empty()) {
+    const auto n = todo.back();
+    todo.pop_back();
+    if (!n || !seen.insert(n.get()).second) continue;
+    names.insert(n->name());
+    for (const auto& e : n->next_edges()) todo.push_back(e.function);
+  }
+  return names;
+}
+
+bool any_name_contains(const std::set<std::string>& names, const std::string& part) {
+  return std::any_of(names.begin(), names.end(), [&](const std::string& n) { return n.find(part) != std::string::npos; });
+}
+
+double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>() / std::max(b.abs().max().item<double>(), 1e-300);
+}
+
+// Worst relative difference (per tensor, max |a - b| / max |b|) of the losses and of every gradient.
+struct PathDifference {
+  double losses = 0, gradients = 0;
+  std::string worst_gradient;
+};
+
+PathDifference path_difference(const hdssl::nn::PretrainLosses& a, const std::vector<torch::Tensor>& grads_a,
+                               const hdssl::nn::PretrainLosses& b, const std::vector<torch::Tensor>& grads_b,
+                               const std::vector<std::string>& names) {
+  PathDifference d;
+  d.losses = std::max(relative_difference(a.total, b.total), relative_difference(a.info_nce, b.info_nce));
+  if (b.reconstruction.defined())
+    d.losses = std::max(d.losses, relative_difference(a.reconstruction, b.reconstruction));
+  for (size_t i = 0; i < names.size(); ++i) {
+    const double r = relative_difference(grads_a[i], grads_b[i]);
+    if (r > d.gradients || d.worst_gradient.empty()) d.gradients = r, d.worst_gradient = names[i];
+  }
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("PretrainModel gathers with the fused op: losses and every gradient equal the indexing path's", P,
+                   hdssl::presets::hdssl, hdssl::presets::vox2vec) {
+  torch::manual_seed(43);
+  hdssl::nn::PretrainModel<P> model;
+  model->to(torch::kDouble);  // double: the two paths differ only in the order duplicate voxels' gradients add up
+  model->train();
+  const int64_t B = 2, N = 48;
+  hdssl::nn::PretrainBatch batch;
+  // Sizes that are no power of two: levels of 12x10x6 down to 1x1x1, each halving rounded up.
+  const auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  batch.view1 = torch::rand({B, 1, 12, 10, 6}, opts);
+  batch.view2 = torch::rand({B, 1, 12, 10, 6}, opts);
+  batch.target1 = torch::rand({B, 1, 12, 10, 6}, opts);
+  batch.target2 = torch::rand({B, 1, 12, 10, 6}, opts);
+  auto voxels = [&] {
+    return torch::stack({torch::randint(0, B, {N}), torch::randint(0, 12, {N}), torch::randint(0, 10, {N}),
+                         torch::randint(0, 6, {N})}, 1);
+  };
+  batch.voxels1 = voxels();
+  batch.voxels2 = voxels();
+  batch.voxels2.narrow(0, 0, 8).copy_(batch.voxels2.narrow(0, 8, 8));  // repeated rows: gradients add up
+
+  std::vector<torch::Tensor> params, head_params;  // head: the parameters after the gather
+  std::vector<std::string> names, head_names;
+  for (const auto& p : model->named_parameters()) {
+    names.push_back(p.key()), params.push_back(p.value());
+    if (p.key().rfind("backbone.", 0) != 0) head_names.push_back(p.key()), head_params.push_back(p.value());
+  }
+  REQUIRE(!head_params.empty());
+
+  const auto fused = model->forward(batch);
+  // The graph really holds the fused node and no per-level indexing; the oracle's graph the reverse.
+  const auto fused_graph = graph_node_names(fused.total);
+  CHECK(any_name_contains(fused_graph, "GatherPyramidFunction"));
+  CHECK_FALSE(any_name_contains(fused_graph, "IndexBackward"));
+  const auto fused_grads = torch::autograd::grad({fused.total}, params, {}, /*retain_graph=*/true);
+  const auto fused_head_grads = torch::autograd::grad({fused.total}, head_params);
+
+  const auto oracle = indexing_path_losses(*model, batch);
+  const auto oracle_graph = graph_node_names(oracle.total);
+  CHECK(any_name_contains(oracle_graph, "IndexBackward"));
+  CHECK_FALSE(any_name_contains(oracle_graph, "GatherPyramidFunction"));
+  const auto oracle_grads = torch::autograd::grad({oracle.total}, params);
+
+  REQUIRE(fused_grads.size() == names.size());
+  const auto d = path_difference(fused, fused_grads, oracle, oracle_grads, names);
+  MESSAGE("fused vs indexing gather, double: losses differ by " << d.losses << ", gradients by " << d.gradients
+                                                                << " (worst: " << d.worst_gradient << ")");
+  CHECK(fused.reconstruction.defined() == P::reconstruction);
+  CHECK(d.losses <= 1e-13);
+  CHECK(d.gradients <= 1e-11);
+
+  // The same comparison against a gather that reads every level one scale too coarse, or (where the level
+  // widths allow it) concatenates the levels coarsest first, is far outside those tolerances. (Gradients
+  // of the parameters after the gather only: a backward through the backbone in double costs seconds.)
+  auto faulty = [&](GatherFault fault) {
+    const auto losses = indexing_path_losses(*model, batch, fault);
+    return path_difference(fused, fused_head_grads, losses, torch::autograd::grad({losses.total}, head_params),
+                           head_names);
+  };
+  const auto coarse = faulty(GatherFault::coarse_by_one_level);
+  CHECK(coarse.losses > 1e-6);
+  CHECK(coarse.gradients > 1e-3);
+  if constexpr (P::balanced) {
+    CHECK_THROWS_AS(faulty(GatherFault::reversed_levels), hdssl::DataError);  // level widths differ
+  } else {
+    const auto reversed = faulty(GatherFault::reversed_levels);
+    CHECK(reversed.losses > 1e-6);
+    CHECK(reversed.gradients > 1e-3);
   }
 }
 

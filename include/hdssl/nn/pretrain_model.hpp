@@ -13,10 +13,10 @@
 #include "hdssl/loss/infonce.hpp"
 #include "hdssl/loss/reconstruction.hpp"
 #include "hdssl/nn/fpn.hpp"
-#include "hdssl/nn/gather.hpp"
 #include "hdssl/nn/heads.hpp"
 #include "hdssl/nn/policies.hpp"
 #include "hdssl/nn/projection.hpp"
+#include "hdssl/ops/gather_pyramid.hpp"
 
 namespace hdssl::nn {
 
@@ -89,6 +89,9 @@ template <class Preset>
 class PretrainModelImpl : public torch::nn::Module {
   static_assert(policy::is_model_policy_v<Preset>,
                 "PretrainModel<Preset>: Preset must be a policy::ModelPolicy<...>, e.g. hdssl::presets::hdssl");
+  static_assert(Preset::levels <= ops::kMaxGatherLevels,
+                "PretrainModel<Preset>: the positives are gathered by ops::gather_pyramid, which takes at most "
+                "ops::kMaxGatherLevels (8) pyramid levels; use a policy::Pyramid with fewer levels");
 
  public:
   using preset = Preset;
@@ -111,11 +114,15 @@ class PretrainModelImpl : public torch::nn::Module {
   }
 
   /// Voxel embeddings [N, d] (balanced or raw concatenation) of the voxels of one view's pyramid.
+  /// All levels are gathered by the fused op (one pass forward, one backward, instead of one indexing op
+  /// per level); the balancing reads each level's columns of that [N, sum c_i] tensor as a view.
+  /// The pyramid must be float32 or bf16 (float64 on the CPU), else a hdssl::DataError.
   torch::Tensor embed(const std::vector<torch::Tensor>& pyramid, const torch::Tensor& voxels) {
+    torch::Tensor gathered = ops::gather_pyramid(pyramid, voxels);
     if constexpr (Preset::balanced) {
-      return balancing->forward(gather_levels(pyramid, voxels));
+      return balancing->forward(gathered.split_with_sizes(balancing->options.level_channels(), 1));
     } else {
-      return gather_pyramid(pyramid, voxels);
+      return gathered;
     }
   }
 
