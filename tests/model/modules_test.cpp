@@ -25,6 +25,7 @@
 #include "hdssl/nn/fpn.hpp"
 #include "hdssl/nn/gather.hpp"
 #include "hdssl/nn/heads.hpp"
+#include "hdssl/nn/memory_format.hpp"
 #include "hdssl/nn/pretrain_model.hpp"
 #include "hdssl/nn/projection.hpp"
 #include "hdssl/presets.hpp"
@@ -434,6 +435,72 @@ TEST_CASE_TEMPLATE("PretrainModel gathers with the fused op: losses and every gr
     CHECK(reversed.losses > 1e-6);
     CHECK(reversed.gradients > 1e-3);
   }
+}
+
+TEST_CASE("to_channels_last: 5-D parameters change layout, not values; model outputs and gradients unchanged") {
+  auto make = [] {
+    hdssl::nn::PretrainModel<TinyHybrid> m;
+    randomize(*m, 47);
+    m->train();
+    return m;
+  };
+  auto reference = make(), model = make();
+  torch::manual_seed(48);
+  hdssl::nn::PretrainBatch batch;
+  batch.view1 = torch::rand({2, 1, 12, 10, 6});
+  batch.view2 = torch::rand({2, 1, 12, 10, 6});
+  batch.target1 = torch::rand({2, 1, 12, 10, 6});
+  batch.target2 = torch::rand({2, 1, 12, 10, 6});
+  batch.voxels1 = torch::stack({torch::randint(0, 2, {40}), torch::randint(0, 12, {40}), torch::randint(0, 10, {40}),
+                                torch::randint(0, 6, {40})}, 1);
+  batch.voxels2 = batch.voxels1.flip(0);
+
+  const auto before = model->named_parameters();
+  std::vector<torch::Tensor> identity, values;
+  for (const auto& p : before) identity.push_back(p.value()), values.push_back(p.value().detach().clone());
+  hdssl::nn::to_channels_last(*model);
+  int64_t five_d = 0, relaid = 0, changed = 0, same_object = 0;
+  for (size_t i = 0; i < before.size(); ++i) {
+    const auto& p = before[i].value();
+    CAPTURE(before[i].key());
+    same_object += p.is_same(model->named_parameters()[before[i].key()]);
+    changed += !torch::equal(p, values[i]);
+    if (p.dim() == 5) {
+      CHECK(p.is_contiguous(at::MemoryFormat::ChannelsLast3d));
+      ++five_d;
+      relaid += !p.is_contiguous();  // 1x1x1 kernels have the same strides in both layouts
+    } else {
+      CHECK(p.is_contiguous());
+    }
+  }
+  CHECK(five_d > 0);
+  CHECK(relaid > 0);
+  CHECK(changed == 0);
+  CHECK(same_object == static_cast<int64_t>(before.size()));
+
+  auto last = batch;
+  for (auto* t : {&last.view1, &last.view2, &last.target1, &last.target2})
+    *t = t->contiguous(at::MemoryFormat::ChannelsLast3d);
+  const auto pyramid = model->backbone->forward(last.view1);
+  MESSAGE("CPU conv3d output of channels-last weights and input is "
+          << (pyramid[0].is_contiguous(at::MemoryFormat::ChannelsLast3d) && !pyramid[0].is_contiguous()
+                  ? "channels-last-3d" : "contiguous NCDHW"));
+  const auto expected = reference->forward(batch);
+  const auto got = model->forward(last);
+  CHECK(value(got.total) == doctest::Approx(value(expected.total)).epsilon(1e-5));
+  CHECK(value(got.reconstruction) == doctest::Approx(value(expected.reconstruction)).epsilon(1e-5));
+  got.total.backward();
+  expected.total.backward();
+  const auto ref_params = reference->named_parameters();
+  double worst = 0;
+  for (const auto& p : model->named_parameters()) {
+    const auto& g = p.value().grad();
+    const auto& e = ref_params[p.key()].grad();
+    REQUIRE(g.defined());
+    worst = std::max(worst, (g - e).abs().max().item<double>() / std::max(e.abs().max().item<double>(), 1e-30));
+  }
+  MESSAGE("channels-last vs NCDHW, float32: worst relative gradient difference " << worst);
+  CHECK(worst < 1e-4);
 }
 
 TEST_CASE("presets: full-size parameter counts (closed form of method.md section 2)") {
