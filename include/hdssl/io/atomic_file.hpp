@@ -54,17 +54,20 @@ inline std::string unique_suffix() {
 
 }  // namespace detail
 
-/// The temporary file a write of `path` goes through: `.<filename>.tmp-<unique>` beside it.
-inline std::filesystem::path temporary_beside(const std::filesystem::path& path) {
-  return path.parent_path() / ("." + path.filename().string() + ".tmp-" + detail::unique_suffix());
+/// The temporary file a write of `path` goes through: `.<filename>.tmp-<unique><suffix>` beside it (a
+/// suffix such as ".gz" keeps the real extension last, so nothing mistakes the file for another format).
+inline std::filesystem::path temporary_beside(const std::filesystem::path& path, const std::string& suffix = "") {
+  return path.parent_path() / ("." + path.filename().string() + ".tmp-" + detail::unique_suffix() + suffix);
 }
 
 /// Replaces `path` atomically: `write(tmp)` fills a temporary file beside it (throwing on failure),
 /// which is then flushed, renamed over `path`, and the folder flushed. On any failure the temporary is
 /// removed, `path` is left as it was, and the error propagates (IoError messages start with `what`).
+/// `suffix` ends the temporary's name (see temporary_beside).
 template <typename Write>
-void write_atomically(const std::filesystem::path& path, Write&& write, const std::string& what) {
-  const std::filesystem::path tmp = temporary_beside(path);
+void write_atomically(const std::filesystem::path& path, Write&& write, const std::string& what,
+                      const std::string& suffix = "") {
+  const std::filesystem::path tmp = temporary_beside(path, suffix);
   std::error_code ec;
   try {
     write(tmp);

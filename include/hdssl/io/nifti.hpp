@@ -644,12 +644,13 @@ inline torch::Tensor to_disk_values(const std::filesystem::path& path, const tor
   return v.to(st).contiguous();
 }
 
-/// Writes all bytes to fd (plain) or through zlib (gz); every failure throws.
+/// Writes all bytes of a new file, plain or through zlib (gz); every failure throws an IoError naming
+/// `target`. finish() completes the file; write_atomically flushes and renames it.
 class ByteWriter {
  public:
-  ByteWriter(const std::filesystem::path& tmp, const std::filesystem::path& target, bool gz, int level)
-      : tmp_(tmp), target_(target), gz_(gz) {
-    fd_ = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  ByteWriter(const std::filesystem::path& file, const std::filesystem::path& target, bool gz, int level)
+      : target_(target), gz_(gz) {
+    fd_ = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd_ < 0) fail(target, std::string("cannot create temporary file: ") + std::strerror(errno));
     if (gz_) {
       const int dup_fd = ::dup(fd_);
@@ -657,6 +658,7 @@ class ByteWriter {
       gz_file_ = dup_fd >= 0 ? gzdopen(dup_fd, mode.c_str()) : nullptr;
       if (!gz_file_) {
         if (dup_fd >= 0) ::close(dup_fd);
+        ::close(fd_);
         fail(target, "cannot start gzip stream");
       }
       gzbuffer(gz_file_, 1 << 17);
@@ -667,10 +669,6 @@ class ByteWriter {
   ~ByteWriter() {
     if (gz_file_) gzclose(gz_file_);
     if (fd_ >= 0) ::close(fd_);
-    if (!committed_) {
-      std::error_code ec;
-      std::filesystem::remove(tmp_, ec);
-    }
   }
   void write(const void* src, int64_t n) {
     const auto* p = static_cast<const unsigned char*>(src);
@@ -697,28 +695,23 @@ class ByteWriter {
       n -= done;
     }
   }
-  /// Flushes, syncs and renames the temporary file over the target.
-  void commit() {
+  /// Ends the gzip stream and closes the file, reporting what only shows there (a full disk).
+  void finish() {
     if (gz_) {
       const int r = gzclose(gz_file_);
       gz_file_ = nullptr;
       if (r != Z_OK) fail(target_, "write failed while finishing the gzip stream (zlib code " + std::to_string(r) + ")");
     }
-    if (::fsync(fd_) != 0) fail(target_, std::string("fsync failed: ") + std::strerror(errno));
-    if (::close(fd_) != 0) { fd_ = -1; fail(target_, std::string("close failed: ") + std::strerror(errno)); }
+    const int rc = ::close(fd_);
     fd_ = -1;
-    std::error_code ec;
-    std::filesystem::rename(tmp_, target_, ec);
-    if (ec) fail(target_, "cannot move the temporary file into place: " + ec.message());
-    committed_ = true;
+    if (rc != 0) fail(target_, std::string("close failed: ") + std::strerror(errno));
   }
 
  private:
-  std::filesystem::path tmp_, target_;
+  std::filesystem::path target_;
   bool gz_ = false;
   int fd_ = -1;
   gzFile gz_file_ = nullptr;
-  bool committed_ = false;
 };
 
 }  // namespace detail
@@ -726,7 +719,7 @@ class ByteWriter {
 /// Writes data (X, Y, Z) or (X, Y, Z, T) with a voxel-to-RAS affine as NIfTI (.nii.gz compressed
 /// by its extension). Both sform and qform are set from the affine with code 1 (the qform is the
 /// nearest rigid approximation when the affine is sheared). The file appears atomically: it is
-/// written to a temporary file beside it and renamed.
+/// written to a temporary file beside it, flushed and renamed over the target (io/atomic_file.hpp).
 inline void write_nifti(const std::filesystem::path& path, const torch::Tensor& data, const Eigen::Matrix4d& affine,
                         const NiftiWriteOptions& options = {}, const NiftiMeta* meta = nullptr) {
   namespace fs = std::filesystem;
@@ -816,12 +809,15 @@ inline void write_nifti(const std::filesystem::path& path, const torch::Tensor& 
   }
 
   const bool gz = detail::ends_with_ci(path.filename().string(), ".gz");
-  // The temporary name keeps the real extension last, so nothing mistakes it for another format.
-  const fs::path tmp = temporary_beside(path).string() + (gz ? ".gz" : "");
-  detail::ByteWriter w(tmp, path, gz, options.compression_level);
-  w.write(header.data(), static_cast<int64_t>(header.size()));
-  w.write(disk.data_ptr(), disk.numel() * static_cast<int64_t>(disk.element_size()));
-  w.commit();
+  write_atomically(
+      path,
+      [&](const fs::path& tmp) {
+        detail::ByteWriter w(tmp, path, gz, options.compression_level);
+        w.write(header.data(), static_cast<int64_t>(header.size()));
+        w.write(disk.data_ptr(), disk.numel() * static_cast<int64_t>(disk.element_size()));
+        w.finish();
+      },
+      path.string() + ": ", gz ? ".gz" : "");
 }
 
 /// Writes a Volume (see the overload above); its meta supplies units, intent and description.
