@@ -42,6 +42,7 @@
 #include "hdssl/nn/fpn.hpp"
 #include "hdssl/nn/gather.hpp"
 #include "hdssl/nn/heads.hpp"
+#include "hdssl/nn/memory_format.hpp"
 #include "hdssl/nn/policies.hpp"
 #include "hdssl/nn/pretrain_model.hpp"
 #include "hdssl/nn/projection.hpp"

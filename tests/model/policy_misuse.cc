@@ -13,6 +13,8 @@ using Bad = ModelPolicy<Pyramid<5, 32>, Balanced<32>, InfoNCEPlusReconstruction,
 using Bad = ModelPolicy<Pyramid<5, 32>, Balanced<32>, InfoNCE, WithReconstructionHead>;
 #elif defined(HDSSL_MISUSE_ONE_LEVEL)
 using Bad = ModelPolicy<Pyramid<1, 32>, NoBalancing, InfoNCE>;
+#elif defined(HDSSL_MISUSE_NINE_LEVELS)
+using Bad = ModelPolicy<Pyramid<9, 8>, Balanced<8>, InfoNCE>;
 #elif defined(HDSSL_MISUSE_ARGUMENT_ORDER)
 using Bad = ModelPolicy<Balanced<32>, Pyramid<5, 32>, InfoNCE>;
 #else

@@ -6,6 +6,8 @@
 // Each axis is a small tag struct with static constexpr knobs; ModelPolicy checks the combination with
 // static_asserts whose messages say how to fix it. This header does not include LibTorch, so a policy
 // mistake is reported in a fraction of a second.
+#include "hdssl/ops/gather_functor.hpp"  // kMaxGatherLevels (no LibTorch)
+
 #include <type_traits>
 
 namespace hdssl::policy {
@@ -14,8 +16,10 @@ namespace hdssl::policy {
 /// An FPN of `Levels` levels; level i has Base * 2^i channels.
 template <int Levels, int Base>
 struct Pyramid {
-  static_assert(Levels >= 2 && Levels <= 12,
-                "policy::Pyramid<Levels, Base>: Levels must be in [2, 12] (vox2vec uses 6, hdssl uses 5)");
+  // The upper bound is what the fused positive gather takes in one call (ops::kMaxGatherLevels); a 128^3
+  // patch has no eighth level anyway.
+  static_assert(Levels >= 2 && Levels <= ops::kMaxGatherLevels,
+                "policy::Pyramid<Levels, Base>: Levels must be in [2, 8] (vox2vec uses 6, hdssl uses 5)");
   static_assert(Base >= 1, "policy::Pyramid<Levels, Base>: Base (channels of the finest level) must be >= 1");
   static constexpr int levels = Levels;
   static constexpr int base = Base;

@@ -89,9 +89,6 @@ template <class Preset>
 class PretrainModelImpl : public torch::nn::Module {
   static_assert(policy::is_model_policy_v<Preset>,
                 "PretrainModel<Preset>: Preset must be a policy::ModelPolicy<...>, e.g. hdssl::presets::hdssl");
-  static_assert(Preset::levels <= ops::kMaxGatherLevels,
-                "PretrainModel<Preset>: the positives are gathered by ops::gather_pyramid, which takes at most "
-                "ops::kMaxGatherLevels (8) pyramid levels; use a policy::Pyramid with fewer levels");
 
  public:
   using preset = Preset;
