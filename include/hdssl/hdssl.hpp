@@ -7,6 +7,7 @@
 
 #include "hdssl/core/dynamic_parallel.hpp"
 #include "hdssl/core/error.hpp"
+#include "hdssl/core/json_options.hpp"
 #include "hdssl/core/orientation.hpp"
 #include "hdssl/core/rng.hpp"
 #include "hdssl/core/tensor_text.hpp"

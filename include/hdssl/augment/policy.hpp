@@ -19,13 +19,13 @@
 //     static void apply(ViewRef view, const Options&, Rng& rng);
 //   };
 #include "hdssl/core/error.hpp"
+#include "hdssl/core/json_options.hpp"
 #include "hdssl/core/rng.hpp"
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <initializer_list>
-#include <set>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -102,61 +102,8 @@ constexpr bool check_augmentation() {
 }
 
 // ------------------------------------------------------------------ JSON options
-/// Reads the fields of one options object, range-checks them, and rejects keys it does not know.
-/// `where` names the object in messages (e.g. "augment.bezier").
-class OptionReader {
- public:
-  OptionReader(const nlohmann::json& j, std::string where) : j_(j), where_(std::move(where)) {
-    if (!j_.is_object())
-      throw ConfigError(where_ + ": expected a JSON object of options, got " + std::string(j_.type_name()));
-  }
-
-  /// Reads `key` into `field` if present (keeps the default otherwise); checks lo <= value <= hi.
-  template <typename T>
-  OptionReader& read(const char* key, T& field, T lo, T hi) {
-    known_.insert(key);
-    auto it = j_.find(key);
-    if (it == j_.end()) return *this;
-    T value{};
-    if constexpr (std::is_same_v<T, bool>) {
-      if (!it->is_boolean()) throw ConfigError(where_ + "." + key + ": expected true or false");
-      value = it->template get<bool>();
-    } else if constexpr (std::is_integral_v<T>) {
-      if (!it->is_number_integer()) throw ConfigError(where_ + "." + key + ": expected an integer");
-      value = it->template get<T>();
-    } else {
-      if (!it->is_number()) throw ConfigError(where_ + "." + key + ": expected a number");
-      value = it->template get<T>();
-    }
-    if (!(value >= lo && value <= hi))
-      throw ConfigError(where_ + "." + key + ": " + it->dump() + " is outside [" + nlohmann::json(lo).dump() +
-                        ", " + nlohmann::json(hi).dump() + "]");
-    field = value;
-    return *this;
-  }
-  OptionReader& read(const char* key, bool& field) { return read<bool>(key, field, false, true); }
-  /// Declares a key that the caller reads itself (arrays, nested objects), so finish() accepts it.
-  OptionReader& known(const char* key) {
-    known_.insert(key);
-    return *this;
-  }
-  /// A probability in [0, 1].
-  OptionReader& probability(const char* key, double& field) { return read<double>(key, field, 0.0, 1.0); }
-
-  /// Throws ConfigError naming every key that no read() asked for.
-  void finish() const {
-    for (auto it = j_.begin(); it != j_.end(); ++it) {
-      if (known_.count(it.key())) continue;
-      std::string allowed;
-      for (const auto& k : known_) allowed += (allowed.empty() ? "" : ", ") + k;
-      throw ConfigError(where_ + ": unknown option \"" + it.key() + "\" (known: " + allowed + ")");
-    }
-  }
-
- private:
-  const nlohmann::json& j_;
-  std::string where_;
-  std::set<std::string> known_;
-};
+/// Options objects are read with hdssl::OptionReader (core/json_options.hpp), e.g.
+/// OptionReader r(j, "augment.bezier"); r.probability("p", o.p); r.finish();
+using hdssl::OptionReader;
 
 }  // namespace hdssl::augment

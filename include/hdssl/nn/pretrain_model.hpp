@@ -6,10 +6,12 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "hdssl/core/error.hpp"
+#include "hdssl/core/json_options.hpp"
 #include "hdssl/loss/infonce.hpp"
 #include "hdssl/loss/reconstruction.hpp"
 #include "hdssl/nn/fpn.hpp"
@@ -41,36 +43,15 @@ inline void to_json(nlohmann::json& j, const PretrainOptions& o) {
 
 /// Strict: an unknown key, a value of the wrong type or out of range is a ConfigError naming the key.
 inline void from_json(const nlohmann::json& j, PretrainOptions& o) {
-  if (!j.is_object()) throw ConfigError("PretrainOptions: expected a JSON object");
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    const std::string& key = it.key();
-    const auto& v = it.value();
-    auto need_number = [&] {
-      if (!v.is_number()) throw ConfigError("PretrainOptions: '" + key + "' must be a number");
-    };
-    auto need_integer = [&] {
-      if (!v.is_number_integer()) throw ConfigError("PretrainOptions: '" + key + "' must be an integer");
-    };
-    if (key == "in_channels") {
-      need_integer();
-      o.in_channels = v.get<int64_t>();
-      if (o.in_channels < 1) throw ConfigError("PretrainOptions: 'in_channels' must be >= 1");
-    } else if (key == "temperature") {
-      need_number();
-      o.temperature = v.get<double>();
-      if (!(o.temperature > 0)) throw ConfigError("PretrainOptions: 'temperature' must be > 0");
-    } else if (key == "reconstruction_weight") {
-      need_number();
-      o.reconstruction_weight = v.get<double>();
-    } else if (key == "projection_dim") {
-      need_integer();
-      o.projection_dim = v.get<int64_t>();
-      if (o.projection_dim < 1) throw ConfigError("PretrainOptions: 'projection_dim' must be >= 1");
-    } else {
-      throw ConfigError("PretrainOptions: unknown key '" + key +
-                        "' (known: in_channels, temperature, reconstruction_weight, projection_dim)");
-    }
-  }
+  constexpr auto big = std::numeric_limits<int64_t>::max();
+  constexpr double any = std::numeric_limits<double>::max();
+  OptionReader r(j, "PretrainOptions");
+  r.read<int64_t>("in_channels", o.in_channels, 1, big)
+      .read<double>("temperature", o.temperature, 0.0, any)
+      .read<double>("reconstruction_weight", o.reconstruction_weight, -any, any)
+      .read<int64_t>("projection_dim", o.projection_dim, 1, big);
+  if (!(o.temperature > 0)) r.fail("temperature", "must be > 0");
+  r.finish();
 }
 
 /// One pre-training batch: B pairs of patches and the positive voxels of each pair in both views.

@@ -32,10 +32,12 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 
 #include "hdssl/core/error.hpp"
+#include "hdssl/core/json_options.hpp"
 #include "hdssl/core/volume.hpp"
 #include "hdssl/preprocess/body_mask.hpp"
 #include "hdssl/preprocess/crop_pad.hpp"
@@ -77,14 +79,12 @@ struct PreprocessOptions {
   static PreprocessOptions preset(const std::string& name) {
     if (name == "ct") return ct();
     if (name == "mri") return mri();
-    throw ConfigError("preprocess option 'preset': unknown preset '" + name + "' (known: ct, mri)");
+    throw option_error("preprocess", "preset", "unknown preset '" + name + "' (known: ct, mri)");
   }
 
   /// Throws ConfigError naming the first option whose value is out of range.
   void validate() const {
-    auto fail = [](const std::string& key, const std::string& why) {
-      throw ConfigError("preprocess option '" + key + "': " + why);
-    };
+    auto fail = [](const std::string& key, const std::string& why) { throw option_error("preprocess", key, why); };
     if (spacing)
       for (double s : *spacing)
         if (!std::isfinite(s) || s <= 0) fail("spacing", "every entry must be a finite positive number of mm");
@@ -105,33 +105,6 @@ namespace detail {
 inline const char* name_of(IntensityMode m) { return m == IntensityMode::window ? "window" : "percentile"; }
 inline const char* name_of(ThresholdSpace s) { return s == ThresholdSpace::input ? "input" : "scaled"; }
 inline const char* name_of(Connectivity c) { return c == Connectivity::full ? "full" : "face"; }
-
-inline void option_fail(const std::string& key, const std::string& why) {
-  throw ConfigError("preprocess option '" + key + "': " + why);
-}
-
-inline double json_number(const nlohmann::json& v, const std::string& key) {
-  if (!v.is_number()) option_fail(key, "expected a number, got " + std::string(v.type_name()));
-  return v.get<double>();
-}
-
-inline bool json_bool(const nlohmann::json& v, const std::string& key) {
-  if (!v.is_boolean()) option_fail(key, "expected true or false, got " + std::string(v.type_name()));
-  return v.get<bool>();
-}
-
-inline std::string json_string(const nlohmann::json& v, const std::string& key) {
-  if (!v.is_string()) option_fail(key, "expected a string, got " + std::string(v.type_name()));
-  return v.get<std::string>();
-}
-
-template <size_t N>
-std::array<double, N> json_numbers(const nlohmann::json& v, const std::string& key) {
-  if (!v.is_array() || v.size() != N) option_fail(key, "expected an array of " + std::to_string(N) + " numbers");
-  std::array<double, N> out{};
-  for (size_t i = 0; i < N; ++i) out[i] = json_number(v[i], key);
-  return out;
-}
 
 }  // namespace detail
 
@@ -154,65 +127,26 @@ inline void to_json(nlohmann::json& j, const PreprocessOptions& o) {
 /// Reads options: the optional key "preset" ("ct" / "mri", default "ct") gives the starting values and
 /// every other key overrides one of them. Unknown keys and wrong types are ConfigErrors naming the key.
 inline PreprocessOptions options_from_json(const nlohmann::json& j) {
-  using namespace detail;
-  if (!j.is_object()) throw ConfigError("preprocess options: expected a JSON object, got " + std::string(j.type_name()));
-  PreprocessOptions o = j.contains("preset") ? PreprocessOptions::preset(json_string(j["preset"], "preset"))
-                                             : PreprocessOptions::ct();
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    const std::string& k = it.key();
-    const nlohmann::json& v = it.value();
-    if (k == "preset") {
-      continue;
-    } else if (k == "spacing") {
-      if (v.is_null())
-        o.spacing.reset();
-      else
-        o.spacing = json_numbers<3>(v, k);
-    } else if (k == "intensity") {
-      const auto s = json_string(v, k);
-      if (s == "window") o.intensity = IntensityMode::window;
-      else if (s == "percentile") o.intensity = IntensityMode::percentile;
-      else option_fail(k, "unknown value '" + s + "' (known: window, percentile)");
-    } else if (k == "window") {
-      o.window = json_numbers<2>(v, k);
-    } else if (k == "percentiles") {
-      o.percentiles = json_numbers<2>(v, k);
-    } else if (k == "threshold_space") {
-      const auto s = json_string(v, k);
-      if (s == "input") o.threshold_space = ThresholdSpace::input;
-      else if (s == "scaled") o.threshold_space = ThresholdSpace::scaled;
-      else option_fail(k, "unknown value '" + s + "' (known: input, scaled)");
-    } else if (k == "crop_threshold") {
-      if (v.is_null())
-        o.crop_threshold.reset();
-      else
-        o.crop_threshold = json_number(v, k);
-    } else if (k == "body_threshold") {
-      o.body_threshold = json_number(v, k);
-    } else if (k == "body_connectivity") {
-      const auto s = json_string(v, k);
-      if (s == "full") o.body_connectivity = Connectivity::full;
-      else if (s == "face") o.body_connectivity = Connectivity::face;
-      else option_fail(k, "unknown value '" + s + "' (known: full, face)");
-    } else if (k == "body_per_slice") {
-      o.body_per_slice = json_bool(v, k);
-    } else if (k == "patch_size") {
-      if (!v.is_array() || v.size() != 3) option_fail(k, "expected an array of 3 integers");
-      for (size_t i = 0; i < 3; ++i) {
-        if (!v[i].is_number_integer()) option_fail(k, "expected an array of 3 integers");
-        o.patch_size[i] = v[i].get<int64_t>();
-      }
-    } else if (k == "replace_non_finite") {
-      o.replace_non_finite = json_bool(v, k);
-    } else if (k == "non_finite_value") {
-      if (v.is_null())
-        o.non_finite_value.reset();
-      else
-        o.non_finite_value = json_number(v, k);
-    } else {
-      option_fail(k, "unknown key");
-    }
-  }
+  OptionReader r(j, "preprocess");
+  std::string preset = "ct";
+  r.read("preset", preset);
+  PreprocessOptions o = PreprocessOptions::preset(preset);
+  // Ranges here are types and sanity bounds; validate() checks the rest (finite, ordered, positive).
+  constexpr double any = std::numeric_limits<double>::max();
+  r.read<double, 3>("spacing", o.spacing, -any, any)
+      .choice("intensity", o.intensity, {{"window", IntensityMode::window}, {"percentile", IntensityMode::percentile}})
+      .read<double, 2>("window", o.window, -any, any)
+      .read<double, 2>("percentiles", o.percentiles, -any, any)
+      .choice("threshold_space", o.threshold_space, {{"input", ThresholdSpace::input}, {"scaled", ThresholdSpace::scaled}})
+      .read<double>("crop_threshold", o.crop_threshold, -any, any)
+      .read<double>("body_threshold", o.body_threshold, -any, any)
+      .choice("body_connectivity", o.body_connectivity, {{"full", Connectivity::full}, {"face", Connectivity::face}})
+      .read("body_per_slice", o.body_per_slice)
+      .read<int64_t, 3>("patch_size", o.patch_size, std::numeric_limits<int64_t>::min(),
+                        std::numeric_limits<int64_t>::max())
+      .read("replace_non_finite", o.replace_non_finite)
+      .read<double>("non_finite_value", o.non_finite_value, -any, any);
+  r.finish();
   o.validate();
   return o;
 }

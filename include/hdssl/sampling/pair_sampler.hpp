@@ -18,9 +18,10 @@
 //     `scan_when_short` to scan such a box instead (O(box volume), exact).
 // Every random choice comes from the pair's own streams (hdssl::Rng keyed by seed, batch, pair),
 // so a batch is identical for any thread count.
-#include "hdssl/augment/policy.hpp"  // OptionReader
+#include "hdssl/augment/policy.hpp"
 #include "hdssl/core/dynamic_parallel.hpp"
 #include "hdssl/core/error.hpp"
+#include "hdssl/core/json_options.hpp"
 #include "hdssl/core/tensor_text.hpp"
 #include "hdssl/core/rng.hpp"
 
@@ -52,17 +53,9 @@ struct PairSamplerOptions {
 
   static PairSamplerOptions from_json(const nlohmann::json& j) {
     PairSamplerOptions o;
-    augment::OptionReader r(j, "sampler");
-    if (auto it = j.find("patch"); it != j.end()) {
-      if (!it->is_array() || it->size() != 3)
-        throw ConfigError("sampler.patch: expected an array of three positive integers [X, Y, Z]");
-      for (int a = 0; a < 3; ++a) {
-        if (!(*it)[a].is_number_integer() || (*it)[a].get<std::int64_t>() < 1)
-          throw ConfigError("sampler.patch: expected an array of three positive integers [X, Y, Z], got " + it->dump());
-        o.patch[a] = (*it)[a].get<std::int64_t>();
-      }
-    }
-    r.known("patch").read<std::int64_t>("pairs", o.pairs, 1, 1 << 20)
+    OptionReader r(j, "sampler");
+    r.read<std::int64_t, 3>("patch", o.patch, 1, std::int64_t{1} << 20);
+    r.read<std::int64_t>("pairs", o.pairs, 1, 1 << 20)
         .read<std::int64_t>("max_positives", o.max_positives, 1, 1 << 24)
         .read<std::int64_t>("volumes_per_batch", o.volumes_per_batch, 1, 1 << 20)
         .read<std::int64_t>("attempts_per_positive", o.attempts_per_positive, 1, 1 << 20)
