@@ -28,6 +28,14 @@ inline ConfigError option_error(const std::string& where, const std::string& key
   return ConfigError(where + " option '" + key + "': " + why);
 }
 
+/// The name of `value` in a table of (name, value) pairs (what OptionReader::choice reads back).
+template <typename Names, typename E>
+const char* option_name(const Names& names, E value) {
+  for (const auto& [name, e] : names)
+    if (e == value) return name;
+  return "?";
+}
+
 /// Reads the fields of one options object, range-checks them, and rejects keys it does not know.
 /// Keys that are absent keep the field's current value (the default).
 class OptionReader {
@@ -91,9 +99,14 @@ class OptionReader {
     return *this;
   }
 
-  /// A string naming one of `names` (e.g. an enum's values).
+  /// A string naming one of `names` (pairs of name and value, e.g. an enum's: the table that to_json
+  /// uses too, see option_name).
   template <typename E>
   OptionReader& choice(const char* key, E& field, std::initializer_list<std::pair<const char*, E>> names) {
+    return choice<E, std::initializer_list<std::pair<const char*, E>>>(key, field, names);
+  }
+  template <typename E, typename Names>
+  OptionReader& choice(const char* key, E& field, const Names& names) {
     std::string s;
     if (find(key) == nullptr) return *this;
     read(key, s);

@@ -35,6 +35,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "hdssl/core/error.hpp"
 #include "hdssl/core/json_options.hpp"
@@ -102,22 +103,26 @@ struct PreprocessOptions {
 
 namespace detail {
 
-inline const char* name_of(IntensityMode m) { return m == IntensityMode::window ? "window" : "percentile"; }
-inline const char* name_of(ThresholdSpace s) { return s == ThresholdSpace::input ? "input" : "scaled"; }
-inline const char* name_of(Connectivity c) { return c == Connectivity::full ? "full" : "face"; }
+// The JSON names of the enum options, for writing and reading them.
+inline constexpr std::array<std::pair<const char*, IntensityMode>, 2> kIntensityNames{
+    {{"window", IntensityMode::window}, {"percentile", IntensityMode::percentile}}};
+inline constexpr std::array<std::pair<const char*, ThresholdSpace>, 2> kThresholdSpaceNames{
+    {{"input", ThresholdSpace::input}, {"scaled", ThresholdSpace::scaled}}};
+inline constexpr std::array<std::pair<const char*, Connectivity>, 2> kConnectivityNames{
+    {{"full", Connectivity::full}, {"face", Connectivity::face}}};
 
 }  // namespace detail
 
 inline void to_json(nlohmann::json& j, const PreprocessOptions& o) {
   j = nlohmann::json::object();
   j["spacing"] = o.spacing ? nlohmann::json(*o.spacing) : nlohmann::json(nullptr);
-  j["intensity"] = detail::name_of(o.intensity);
+  j["intensity"] = option_name(detail::kIntensityNames, o.intensity);
   j["window"] = o.window;
   j["percentiles"] = o.percentiles;
-  j["threshold_space"] = detail::name_of(o.threshold_space);
+  j["threshold_space"] = option_name(detail::kThresholdSpaceNames, o.threshold_space);
   j["crop_threshold"] = o.crop_threshold ? nlohmann::json(*o.crop_threshold) : nlohmann::json(nullptr);
   j["body_threshold"] = o.body_threshold;
-  j["body_connectivity"] = detail::name_of(o.body_connectivity);
+  j["body_connectivity"] = option_name(detail::kConnectivityNames, o.body_connectivity);
   j["body_per_slice"] = o.body_per_slice;
   j["patch_size"] = o.patch_size;
   j["replace_non_finite"] = o.replace_non_finite;
@@ -134,13 +139,13 @@ inline PreprocessOptions options_from_json(const nlohmann::json& j) {
   // Ranges here are types and sanity bounds; validate() checks the rest (finite, ordered, positive).
   constexpr double any = std::numeric_limits<double>::max();
   r.read<double, 3>("spacing", o.spacing, -any, any)
-      .choice("intensity", o.intensity, {{"window", IntensityMode::window}, {"percentile", IntensityMode::percentile}})
+      .choice("intensity", o.intensity, detail::kIntensityNames)
       .read<double, 2>("window", o.window, -any, any)
       .read<double, 2>("percentiles", o.percentiles, -any, any)
-      .choice("threshold_space", o.threshold_space, {{"input", ThresholdSpace::input}, {"scaled", ThresholdSpace::scaled}})
+      .choice("threshold_space", o.threshold_space, detail::kThresholdSpaceNames)
       .read<double>("crop_threshold", o.crop_threshold, -any, any)
       .read<double>("body_threshold", o.body_threshold, -any, any)
-      .choice("body_connectivity", o.body_connectivity, {{"full", Connectivity::full}, {"face", Connectivity::face}})
+      .choice("body_connectivity", o.body_connectivity, detail::kConnectivityNames)
       .read("body_per_slice", o.body_per_slice)
       .read<int64_t, 3>("patch_size", o.patch_size, std::numeric_limits<int64_t>::min(),
                         std::numeric_limits<int64_t>::max())
