@@ -25,8 +25,6 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
-#include <initializer_list>
-#include <string>
 #include <type_traits>
 #include <utility>
 
