@@ -230,10 +230,31 @@ TEST_CASE("BalancedProjection: projecting gathered vectors equals a 1x1x1 conv o
 
   hdssl::nn::BalancedProjection frozen(hdssl::nn::BalancedProjectionOptions({4, 8}, 3).frozen(true));
   CHECK(frozen->parameters().empty());
-  CHECK(hdssl::io::state_dict(*frozen).empty());
+  // Frozen projections are float32 buffers: saved, loaded and moved with the model, never trained.
+  const auto frozen_state = as_map(hdssl::io::state_dict(*frozen));
+  CHECK(frozen_state.size() == 3);  // frozen.0.{weight,bias}, frozen.1.weight
+  REQUIRE(frozen_state.count("frozen.0.weight"));
+  REQUIRE(frozen_state.count("frozen.0.bias"));
+  REQUIRE(frozen_state.count("frozen.1.weight"));
   const auto out = frozen->forward(hdssl::nn::gather_levels(pyramid, index));
   CHECK(out.sizes() == torch::IntArrayRef({20, 6}));
   CHECK_FALSE(out.requires_grad());
+  // The same function as the 1x1x1 convs through those stored matrices.
+  std::vector<torch::Tensor> frozen_projected;
+  for (int i = 0; i < 2; ++i) {
+    const auto& w = frozen_state.at("frozen." + std::to_string(i) + ".weight");
+    auto opts = F::Conv3dFuncOptions();
+    if (i == 0) opts = opts.bias(frozen_state.at("frozen.0.bias"));
+    frozen_projected.push_back(F::conv3d(pyramid[i], w.view({3, w.size(1), 1, 1, 1}), opts));
+  }
+  CHECK(torch::allclose(out, hdssl::nn::gather_pyramid(frozen_projected, index), 1e-5, 1e-6));
+  // A bf16 forward must not round the stored matrices.
+  const auto before = frozen_state.at("frozen.1.weight").clone();
+  std::vector<torch::Tensor> bf16_levels;
+  for (const auto& g : hdssl::nn::gather_levels(pyramid, index)) bf16_levels.push_back(g.to(torch::kBFloat16));
+  CHECK((frozen->forward(bf16_levels).scalar_type() == torch::kBFloat16));
+  CHECK((frozen_state.at("frozen.1.weight").scalar_type() == torch::kFloat32));
+  CHECK(torch::equal(frozen_state.at("frozen.1.weight"), before));
 }
 
 // ---------------------------------------------------------------------------------------- presets
@@ -280,7 +301,9 @@ TEST_CASE_TEMPLATE("presets run forward and backward on CPU at a small size", P,
   CHECK(keys.count("proj_head.layers.6.weight"));
   CHECK(keys.count("recon_head.conv.weight") == (P::reconstruction ? 1u : 0u));
   CHECK(keys.count("balancing.layers.0.bias") == (P::balanced && !P::frozen_balancing ? 1u : 0u));
+  CHECK(keys.count("balancing.frozen.0.weight") == (P::frozen_balancing ? 1u : 0u));
   CHECK(model->proj_head->options.in_features() == P::embedding_dim);
+  CHECK(model->embedding_dim() == P::embedding_dim);
 
   if constexpr (P::reconstruction) {
     batch.target2 = torch::Tensor();
@@ -656,14 +679,24 @@ TEST_CASE("checkpoint: model, optimiser, RNG and step resume exactly") {
     opt.step();
   };
   train_step(model, adam);
-  hdssl::io::save_checkpoint(tmp / "run.ckpt", *model, adam, 1234);
+  hdssl::io::CheckpointRecord record;
+  record.preset = "tiny_hybrid";
+  record.options = {{"lr", 1e-2}};
+  record.step = 1234;
+  record.state = {{"next_batch", 1234}};
+  hdssl::io::save_checkpoint(tmp / "run.ckpt", *model, adam, record);
   const auto draw_after_save = torch::rand({4});
   train_step(model, adam);  // the original continues
 
   torch::manual_seed(999);  // scramble the generator; the checkpoint must restore it
   auto resumed = make();
   torch::optim::Adam resumed_adam(resumed->parameters(), torch::optim::AdamOptions(1e-2));
-  CHECK(hdssl::io::load_checkpoint(tmp / "run.ckpt", *resumed, resumed_adam) == 1234);
+  const auto header = hdssl::io::read_checkpoint_record(tmp / "run.ckpt");
+  CHECK(header.format == hdssl::io::kCheckpointFormat);
+  CHECK(header.preset == "tiny_hybrid");
+  CHECK(header.options == record.options);
+  CHECK(header.state == record.state);
+  CHECK(hdssl::io::load_checkpoint(tmp / "run.ckpt", *resumed, resumed_adam).step == 1234);
   CHECK(torch::equal(torch::rand({4}), draw_after_save));
   train_step(resumed, resumed_adam);
   const auto a = hdssl::io::state_dict(*model), b = hdssl::io::state_dict(*resumed);

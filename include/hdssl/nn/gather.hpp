@@ -17,8 +17,14 @@
 
 namespace hdssl::nn {
 
+/// How much of the voxel index a gather checks: `range` reads its min/max to the host (a device
+/// synchronisation on CUDA); `shapes` trusts the rows (e.g. the pair sampler's, checked on the host
+/// before upload) and checks only shapes, dtypes and devices.
+enum class IndexCheck { range, shapes };
+
 namespace detail {
-inline void check_gather_inputs(const std::vector<torch::Tensor>& pyramid, const torch::Tensor& voxel_index) {
+inline void check_gather_inputs(const std::vector<torch::Tensor>& pyramid, const torch::Tensor& voxel_index,
+                                IndexCheck check = IndexCheck::range) {
   if (pyramid.empty()) throw DataError("gather_pyramid: the pyramid is empty");
   if (!voxel_index.defined() || voxel_index.scalar_type() != torch::kInt64 || voxel_index.dim() != 2 ||
       voxel_index.size(1) != 4)
@@ -32,7 +38,7 @@ inline void check_gather_inputs(const std::vector<torch::Tensor>& pyramid, const
     if (l.size(0) != pyramid[0].size(0))
       throw DataError("gather_pyramid: pyramid level " + std::to_string(i) + " has a different batch size");
   }
-  if (voxel_index.size(0) == 0) return;
+  if (voxel_index.size(0) == 0 || check == IndexCheck::shapes) return;
   // One min/max reduction over the N x 4 indices (8 numbers to the host) bounds every level.
   const auto lo = std::get<0>(voxel_index.min(0)).cpu();
   const auto hi = std::get<0>(voxel_index.max(0)).cpu();

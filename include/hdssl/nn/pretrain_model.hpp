@@ -23,8 +23,16 @@
 namespace hdssl::nn {
 
 /// Runtime knobs of pre-training (JSON keys are the field names).
+///
+/// The preset (a compile-time ModelPolicy) fixes the *kind* of network: balanced or not, which loss terms
+/// and heads exist. Its pyramid numbers are defaults: base_channels and levels override them at run time
+/// (a model small enough for a laptop, or a deeper one, without a new preset). 0 keeps the preset's.
 struct PretrainOptions {
   int64_t in_channels = 1;
+  /// c_0 of the backbone (level i has c_0 * 2^i channels); 0 = the preset's (32 hdssl, 16 vox2vec).
+  int64_t base_channels = 0;
+  /// Pyramid levels, 2..8; 0 = the preset's (5 hdssl, 6 vox2vec).
+  int64_t levels = 0;
   /// InfoNCE temperature tau.
   double temperature = 0.1;
   /// lambda of L = L_nce + lambda * L_mse; negative = the loss policy's default (10 for the paper).
@@ -36,6 +44,8 @@ struct PretrainOptions {
 
 inline void to_json(nlohmann::json& j, const PretrainOptions& o) {
   j = nlohmann::json{{"in_channels", o.in_channels},
+                     {"base_channels", o.base_channels},
+                     {"levels", o.levels},
                      {"temperature", o.temperature},
                      {"reconstruction_weight", o.reconstruction_weight},
                      {"projection_dim", o.projection_dim}};
@@ -47,10 +57,13 @@ inline void from_json(const nlohmann::json& j, PretrainOptions& o) {
   constexpr double any = std::numeric_limits<double>::max();
   OptionReader r(j, "PretrainOptions");
   r.read<int64_t>("in_channels", o.in_channels, 1, big)
+      .read<int64_t>("base_channels", o.base_channels, 0, 1 << 16)
+      .read<int64_t>("levels", o.levels, 0, ops::kMaxGatherLevels)
       .read<double>("temperature", o.temperature, 0.0, any)
       .read<double>("reconstruction_weight", o.reconstruction_weight, -any, any)
       .read<int64_t>("projection_dim", o.projection_dim, 1, big);
   if (!(o.temperature > 0)) r.fail("temperature", "must be > 0");
+  if (o.levels == 1) r.fail("levels", "a pyramid needs at least 2 levels (0 = the preset's)");
   r.finish();
 }
 
@@ -59,6 +72,9 @@ struct PretrainBatch {
   torch::Tensor view1, view2;      ///< (B, C, X, Y, Z) augmented crops
   torch::Tensor voxels1, voxels2;  ///< int64 [N, 4] (patch, x, y, z): row r of both = the same voxel
   torch::Tensor target1, target2;  ///< (B, C, X, Y, Z) un-augmented crops; only for a reconstruction term
+  /// IndexCheck::shapes when the voxel rows are known to be in range (the trainer checks the sampler's on
+  /// the host before upload): the gather then needs no device-to-host read.
+  IndexCheck index_check = IndexCheck::range;
 };
 
 /// The loss terms of one step; `reconstruction` is undefined when the preset has no such term.
@@ -73,30 +89,43 @@ class PretrainModelImpl : public torch::nn::Module {
 
  public:
   using preset = Preset;
-  static constexpr int64_t embedding_dim = Preset::embedding_dim;
 
+  /// `options_.base_channels` / `levels` of 0 are replaced by the preset's, so `options` always holds the
+  /// numbers the model was built with.
   explicit PretrainModelImpl(const PretrainOptions& options_ = {}) : options(options_) {
-    if (this->options.reconstruction_weight < 0)
-      this->options.reconstruction_weight = Preset::loss::default_reconstruction_weight;
-    backbone = register_module(
-        "backbone", FPN3d(FPN3dOptions(options.in_channels, Preset::base_channels, Preset::levels)));
+    if (options.reconstruction_weight < 0) options.reconstruction_weight = Preset::loss::default_reconstruction_weight;
+    if (options.base_channels == 0) options.base_channels = Preset::base_channels;
+    if (options.levels == 0) options.levels = Preset::levels;
+    if (options.levels < 2 || options.levels > ops::kMaxGatherLevels)
+      throw ConfigError("PretrainModel: levels must be in [2, " + std::to_string(ops::kMaxGatherLevels) + "], got " +
+                        std::to_string(options.levels));
+    backbone = register_module("backbone",
+                               FPN3d(FPN3dOptions(options.in_channels, options.base_channels, options.levels)));
     if constexpr (Preset::balanced) {
       balancing = register_module(
           "balancing", BalancedProjection(BalancedProjectionOptions(backbone->channels(), Preset::balancing::width)
                                               .frozen(Preset::frozen_balancing)));
     }
-    proj_head = register_module("proj_head", ProjectionHead(ProjectionHeadOptions(embedding_dim, options.projection_dim)));
+    proj_head =
+        register_module("proj_head", ProjectionHead(ProjectionHeadOptions(embedding_dim(), options.projection_dim)));
     if constexpr (Preset::heads::reconstruction) {
-      recon_head = register_module("recon_head", ReconstructionHead(Preset::base_channels, options.in_channels));
+      recon_head = register_module("recon_head", ReconstructionHead(options.base_channels, options.in_channels));
     }
+  }
+
+  /// d: size of the voxel embedding fed to the projection head (levels x W balanced, sum of c_i raw).
+  int64_t embedding_dim() const {
+    if constexpr (Preset::balanced) return options.levels * Preset::balancing::width;
+    return options.base_channels * ((int64_t{1} << options.levels) - 1);
   }
 
   /// Voxel embeddings [N, d] (balanced or raw concatenation) of the voxels of one view's pyramid.
   /// All levels are gathered by the fused op (one pass forward, one backward, instead of one indexing op
   /// per level); the balancing reads each level's columns of that [N, sum c_i] tensor as a view.
   /// The pyramid must be float32 or bf16 (float64 on the CPU), else a hdssl::DataError.
-  torch::Tensor embed(const std::vector<torch::Tensor>& pyramid, const torch::Tensor& voxels) {
-    torch::Tensor gathered = ops::gather_pyramid(pyramid, voxels);
+  torch::Tensor embed(const std::vector<torch::Tensor>& pyramid, const torch::Tensor& voxels,
+                      IndexCheck check = IndexCheck::range) {
+    torch::Tensor gathered = ops::gather_pyramid(pyramid, voxels, check);
     if constexpr (Preset::balanced) {
       return balancing->forward(gathered.split_with_sizes(balancing->options.level_channels(), 1));
     } else {
@@ -114,8 +143,8 @@ class PretrainModelImpl : public torch::nn::Module {
     PretrainLosses out;
     const auto pyramid1 = backbone->forward(batch.view1);
     const auto pyramid2 = backbone->forward(batch.view2);
-    const auto z1 = proj_head->forward(embed(pyramid1, batch.voxels1));
-    const auto z2 = proj_head->forward(embed(pyramid2, batch.voxels2));
+    const auto z1 = proj_head->forward(embed(pyramid1, batch.voxels1, batch.index_check));
+    const auto z2 = proj_head->forward(embed(pyramid2, batch.voxels2, batch.index_check));
     out.info_nce = loss::info_nce(z1, z2, options.temperature);
     out.total = out.info_nce;
     if constexpr (Preset::reconstruction) {

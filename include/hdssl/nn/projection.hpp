@@ -17,8 +17,10 @@ struct BalancedProjectionOptions {
   TORCH_ARG(std::vector<int64_t>, level_channels);
   /// W: channels every level contributes after projection (32 in the paper).
   TORCH_ARG(int64_t, width);
-  /// true reproduces the reference: the projections stay at their random initialisation, are not
-  /// trained and are not part of the state dict (the reference keeps them in a plain Python list).
+  /// true reproduces the reference: the projections stay at their random initialisation and are never
+  /// trained (the reference keeps them in a plain Python list). Here they are float32 buffers
+  /// (`frozen.{i}.weight`, `frozen.0.bias`), so checkpoints, Module::to() and rank-0 broadcasts carry them
+  /// and a resumed run projects through exactly the same random matrices.
   TORCH_ARG(bool, frozen) = false;
 };
 
@@ -31,13 +33,17 @@ class BalancedProjectionImpl : public torch::nn::Module {
     if (options.width() < 1) throw ConfigError("BalancedProjection: width must be >= 1");
     if (options.level_channels().empty()) throw ConfigError("BalancedProjection: level_channels is empty");
     layers = register_module("layers", torch::nn::ModuleList());
+    if (options.frozen()) frozen = register_module("frozen", torch::nn::ModuleList());
     const auto& c = options.level_channels();
     for (size_t i = 0; i < c.size(); ++i) {
       // Linear's default init is the same as a 1x1x1 Conv3d's (Kaiming-uniform a = sqrt(5) on fan_in c_i).
       torch::nn::Linear lin(torch::nn::LinearOptions(c[i], options.width()).bias(i == 0));
       if (options.frozen()) {
-        frozen_weight.push_back(lin->weight.detach().clone());
-        frozen_bias.push_back(i == 0 ? lin->bias.detach().clone() : torch::Tensor());
+        // A bare Module per level holds its buffers, under names apart from the learnable `layers`.
+        auto holder = std::make_shared<torch::nn::Module>();
+        holder->register_buffer("weight", lin->weight.detach().clone());
+        if (i == 0) holder->register_buffer("bias", lin->bias.detach().clone());
+        frozen->push_back(holder);
       } else {
         linears.push_back(lin);
         layers->push_back(lin);
@@ -60,12 +66,12 @@ class BalancedProjectionImpl : public torch::nn::Module {
       if (gathered[i].dim() != 2 || gathered[i].size(1) != c[i])
         throw DataError("BalancedProjection: level " + std::to_string(i) + " must be [N, " + std::to_string(c[i]) + "]");
       if (options.frozen()) {
-        // Not registered, so Module::to() does not move them: follow the input's device and dtype.
-        if (frozen_weight[i].device() != gathered[i].device() || frozen_weight[i].dtype() != gathered[i].dtype()) {
-          frozen_weight[i] = frozen_weight[i].to(gathered[i].options());
-          if (frozen_bias[i].defined()) frozen_bias[i] = frozen_bias[i].to(gathered[i].options());
-        }
-        out.push_back(torch::nn::functional::linear(gathered[i], frozen_weight[i], frozen_bias[i]));
+        // The buffers stay float32 (Module::to() moves them with the model); a bf16 input is projected
+        // through a rounded temporary copy, never by rounding the stored matrices.
+        const auto buffers = frozen->ptr(i)->named_buffers(/*recurse=*/false);
+        const auto* b = buffers.find("bias");
+        const auto cast = [&](const torch::Tensor& t) { return t.to(gathered[i].scalar_type()); };
+        out.push_back(torch::nn::functional::linear(gathered[i], cast(buffers["weight"]), b ? cast(*b) : torch::Tensor()));
       } else {
         out.push_back(linears[i]->forward(gathered[i]));
       }
@@ -75,10 +81,10 @@ class BalancedProjectionImpl : public torch::nn::Module {
 
   BalancedProjectionOptions options;
   torch::nn::ModuleList layers{nullptr};
+  torch::nn::ModuleList frozen{nullptr};  ///< frozen only: one buffer holder per level
 
  private:
   std::vector<torch::nn::Linear> linears;
-  std::vector<torch::Tensor> frozen_weight, frozen_bias;
 };
 TORCH_MODULE(BalancedProjection);
 

@@ -27,8 +27,9 @@ namespace hdssl::ops {
 namespace detail {
 
 /// Shapes, devices, dtypes and index range (the range check reads the index's min/max to the host).
-inline void check_gather(const std::vector<at::Tensor>& pyramid, const at::Tensor& voxel_index) {
-  nn::detail::check_gather_inputs(pyramid, voxel_index);  // shapes, device, batch, index rows in range
+inline void check_gather(const std::vector<at::Tensor>& pyramid, const at::Tensor& voxel_index,
+                         nn::IndexCheck check = nn::IndexCheck::range) {
+  nn::detail::check_gather_inputs(pyramid, voxel_index, check);  // shapes, device, batch, rows in range
   if (pyramid.size() > static_cast<size_t>(kMaxGatherLevels))
     throw DataError("gather_pyramid: " + std::to_string(pyramid.size()) + " pyramid levels, at most " +
                     std::to_string(kMaxGatherLevels) + " are supported");
@@ -221,9 +222,11 @@ class GatherPyramidFunction : public torch::autograd::Function<GatherPyramidFunc
 
 /// Differentiable fused gather: pyramid[i] (B, C_i, X_i, Y_i, Z_i), float32 or bf16 (float64 on the CPU),
 /// any strides; voxel_index int64 [N, 4] = (patch, x, y, z) in level-0 coordinates, on the same device.
-/// Returns [N, sum C_i]. Throws hdssl::DataError on bad shapes, dtypes, devices or out-of-range rows.
-inline at::Tensor gather_pyramid(const std::vector<at::Tensor>& pyramid, const at::Tensor& voxel_index) {
-  detail::check_gather(pyramid, voxel_index);
+/// Returns [N, sum C_i]. Throws hdssl::DataError on bad shapes, dtypes, devices or (with IndexCheck::range,
+/// the default) out-of-range rows; IndexCheck::shapes skips the range check and its host synchronisation.
+inline at::Tensor gather_pyramid(const std::vector<at::Tensor>& pyramid, const at::Tensor& voxel_index,
+                                 nn::IndexCheck check = nn::IndexCheck::range) {
+  detail::check_gather(pyramid, voxel_index, check);
   return GatherPyramidFunction::apply(voxel_index, at::TensorList(pyramid));
 }
 

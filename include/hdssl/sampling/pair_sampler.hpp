@@ -18,7 +18,6 @@
 //     `scan_when_short` to scan such a box instead (O(box volume), exact).
 // Every random choice comes from the pair's own streams (hdssl::Rng keyed by seed, batch, pair),
 // so a batch is identical for any thread count.
-#include "hdssl/augment/policy.hpp"
 #include "hdssl/core/dynamic_parallel.hpp"
 #include "hdssl/core/error.hpp"
 #include "hdssl/core/json_options.hpp"
@@ -181,20 +180,35 @@ class PairSampler {
   void sample_into(PairBatch& out, const SampleSource& source, std::uint64_t batch) const {
     sample_into(out, std::vector<const SampleSource*>{&source}, batch);
   }
-  void sample_into(PairBatch& out, const std::vector<const SampleSource*>& pool, std::uint64_t batch) const {
-    if (pool.empty()) throw DataError("sampler: the pool of volumes is empty");
-    for (const auto* s : pool) check_source(*s);
-    const std::int64_t B = o_.pairs;
-    const auto P = o_.patch;
-
-    // Which volumes this batch uses: a partial Fisher-Yates over the pool.
-    const std::int64_t k = std::min<std::int64_t>(o_.volumes_per_batch, static_cast<std::int64_t>(pool.size()));
-    std::vector<std::int64_t> order(pool.size());
+  /// The pool indices batch `batch` draws its pairs from (pair b uses entry b % size of the result): a
+  /// partial Fisher-Yates over a pool of `pool_size` volumes. A loader that keeps only some volumes in
+  /// memory asks this first and materialises just these.
+  std::vector<std::int64_t> volumes_for_batch(std::size_t pool_size, std::uint64_t batch) const {
+    const std::int64_t k = std::min<std::int64_t>(o_.volumes_per_batch, static_cast<std::int64_t>(pool_size));
+    std::vector<std::int64_t> order(pool_size);
     for (std::size_t i = 0; i < order.size(); ++i) order[i] = static_cast<std::int64_t>(i);
     Rng vrng = Rng::for_stream(seed_, batch, 0, Purpose::volume);
     for (std::int64_t i = 0; i < k; ++i) {
       const std::int64_t j = i + static_cast<std::int64_t>(vrng.below64(order.size() - i));
       std::swap(order[i], order[j]);
+    }
+    order.resize(static_cast<std::size_t>(k));
+    return order;
+  }
+
+  /// `pool` entries that volumes_for_batch(pool.size(), batch) does not name may be null.
+  void sample_into(PairBatch& out, const std::vector<const SampleSource*>& pool, std::uint64_t batch) const {
+    if (pool.empty()) throw DataError("sampler: the pool of volumes is empty");
+    const std::int64_t B = o_.pairs;
+    const auto P = o_.patch;
+
+    const std::vector<std::int64_t> order = volumes_for_batch(pool.size(), batch);
+    const auto k = static_cast<std::int64_t>(order.size());
+    for (const std::int64_t i : order) {
+      if (pool[static_cast<std::size_t>(i)] == nullptr)
+        throw DataError("sampler: volume " + std::to_string(i) + " of the pool is needed by batch " +
+                        std::to_string(batch) + " but not provided");
+      check_source(*pool[static_cast<std::size_t>(i)]);
     }
 
     // Reuse the caller's buffers when they fit: fresh multi-megabyte tensors cost a page fault per
