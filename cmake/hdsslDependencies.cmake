@@ -17,6 +17,15 @@ endif()
 find_dependency(Eigen3 3.3 NO_MODULE)
 find_dependency(nlohmann_json 3.9)
 find_dependency(NIfTI)          # cmake/FindNIfTI.cmake (Debian's NIFTIConfig.cmake is broken)
+# stb (Debian's libstb-dev): PNG pictures (training curves, segmentation slices); headers only.
+if(NOT TARGET hdssl::stb)
+  find_path(HDSSL_STB_INCLUDE_DIR stb/stb_image_write.h PATH_SUFFIXES include)
+  if(NOT HDSSL_STB_INCLUDE_DIR)
+    message(FATAL_ERROR "hdssl: stb headers not found (stb/stb_image_write.h); install libstb-dev or set HDSSL_STB_INCLUDE_DIR")
+  endif()
+  add_library(hdssl::stb INTERFACE IMPORTED GLOBAL)
+  set_target_properties(hdssl::stb PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${HDSSL_STB_INCLUDE_DIR}")
+endif()
 # LibTorch: Debian's libtorch-dev (1.13, CPU) or any LibTorch >= 1.13 via CMAKE_PREFIX_PATH
 # (e.g. the CUDA build inside a PyTorch wheel: python3 -c 'import torch; print(torch.utils.cmake_prefix_path)').
 find_dependency(Torch)

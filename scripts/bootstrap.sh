@@ -18,10 +18,13 @@ JOBS=${JOBS:-$(nproc)}
 #    BLAS makes its matrix products ~35x slower.
 #  - mricron-data: real MRI volumes (Colin27 ch2.nii.gz, atlas label maps) for the demo and the tests.
 #  - python3-nibabel: the test data it ships (NIfTI-1/-2, 4-D) and an independent reader to compare with.
+#  - python3-torch: Debian's PyTorch (the same 1.13 as libtorch-dev), to check in the tests that PyTorch
+#    loads the backbone weights hdssl writes with strict=True.
+#  - libstb-dev: stb_image_write for the PNG training curves.
 packages=(build-essential cmake ccache zlib1g-dev
           libtorch-dev libopenblas0-pthread libeigen3-dev nlohmann-json3-dev libnifti2-dev
-          libcli11-dev doctest-dev libbenchmark-dev
-          mricron-data python3-nibabel)
+          libcli11-dev doctest-dev libbenchmark-dev libstb-dev
+          mricron-data python3-nibabel python3-torch)
 
 install_missing() {
   [ "${HDSSL_SKIP_APT:-0}" = 1 ] && return 0

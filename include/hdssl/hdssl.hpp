@@ -1,7 +1,7 @@
 #pragma once
 // Umbrella header: everything hdssl offers on the host side (CUDA kernels live in ops/cuda/*.cuh).
 // The data path reads top to bottom: NIfTI -> Volume -> preprocess -> pair sampler -> augmentation set
-// -> backbone -> gather -> heads -> loss. tests/package/umbrella_complete.cmake checks that every header
+// -> backbone -> gather -> heads -> loss -> the pre-training loop (train/). tests/package/umbrella_complete.cmake checks that every header
 // under include/hdssl is listed here.
 #include "hdssl/config.hpp"
 
@@ -13,10 +13,12 @@
 #include "hdssl/core/tensor_text.hpp"
 #include "hdssl/core/threads.hpp"
 #include "hdssl/core/volume.hpp"
+#include "hdssl/data/datalist.hpp"
 
 #include "hdssl/io/atomic_file.hpp"
 #include "hdssl/io/checkpoint.hpp"
 #include "hdssl/io/nifti.hpp"
+#include "hdssl/io/png.hpp"
 #include "hdssl/io/safetensors.hpp"
 #include "hdssl/io/weights.hpp"
 
@@ -64,3 +66,12 @@
 #include "hdssl/ops/torch_compat.hpp"
 
 #include "hdssl/presets.hpp"
+#include "hdssl/train/checkpoint_store.hpp"
+#include "hdssl/train/curve.hpp"
+#include "hdssl/train/prefetcher.hpp"
+#include "hdssl/train/pretrain_config.hpp"
+#include "hdssl/train/pretrainer.hpp"
+#include "hdssl/train/progress.hpp"
+#include "hdssl/train/run_pretraining.hpp"
+#include "hdssl/train/stop_signal.hpp"
+#include "hdssl/train/volume_pool.hpp"

@@ -1,6 +1,7 @@
 #pragma once
 // The LibTorch differences hdssl's ops care about, in one place: Debian's 1.13 (CPU) and the 2.x CUDA
 // LibTorch of the PyTorch wheels. Everything else in ops/ uses APIs present in both.
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 #include <torch/version.h>
 
@@ -41,6 +42,51 @@ inline bool cuda_ops_available() {
 #else
   return false;
 #endif
+}
+
+/// bf16 autocast on CUDA for the lifetime of the object (PyTorch's `torch.autocast("cuda", torch.bfloat16)`),
+/// or nothing when `enabled` is false. 2.4 renamed the device-specific autocast functions.
+class CudaBf16Autocast {
+ public:
+  explicit CudaBf16Autocast(bool enabled) : enabled_(enabled) {
+    if (!enabled_) return;
+#if HDSSL_TORCH_AT_LEAST(2, 4)
+    previous_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    previous_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+#else
+    previous_enabled_ = at::autocast::is_enabled();
+    previous_dtype_ = at::autocast::get_autocast_gpu_dtype();
+    at::autocast::set_enabled(true);
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+#endif
+    at::autocast::increment_nesting();
+  }
+  ~CudaBf16Autocast() {
+    if (!enabled_) return;
+    // Leaving the outermost region frees the bf16 copies of the weights cached for this step.
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+#if HDSSL_TORCH_AT_LEAST(2, 4)
+    at::autocast::set_autocast_enabled(at::kCUDA, previous_enabled_);
+    at::autocast::set_autocast_dtype(at::kCUDA, previous_dtype_);
+#else
+    at::autocast::set_enabled(previous_enabled_);
+    at::autocast::set_autocast_gpu_dtype(previous_dtype_);
+#endif
+  }
+  CudaBf16Autocast(const CudaBf16Autocast&) = delete;
+  CudaBf16Autocast& operator=(const CudaBf16Autocast&) = delete;
+
+ private:
+  bool enabled_;
+  bool previous_enabled_ = false;
+  at::ScalarType previous_dtype_ = at::kHalf;
+};
+
+/// The global clip of all gradients' L2 norm to `max_norm`; returns the norm before clipping (a host read).
+inline double clip_grad_norm(const std::vector<torch::Tensor>& parameters, double max_norm) {
+  return torch::nn::utils::clip_grad_norm_(parameters, max_norm);
 }
 
 #if HDSSL_WITH_CUDA

@@ -1,0 +1,483 @@
+#pragma once
+// Pre-training end to end (method.md 4, 5, 7), as library code:
+//
+//   hdssl::train::PretrainConfig config;  config.data = "scans/";  config.out = "run/";
+//   hdssl::train::Pretrainer<hdssl::presets::hdssl, hdssl::augment::HdsslAugmentations> trainer(config, "hdssl");
+//   trainer.run();
+//
+// The data path reads top to bottom like the method:
+//   datalist -> preprocess (cache) -> VolumePool -> PairSampler -> AugmentationSet   (Prefetcher workers)
+//   -> PretrainModel (backbone twice, fused gather, heads, hybrid loss) -> backward -> clip -> Adam.
+// Batch b is a function of (seed, b) alone, so a run resumed from a checkpoint at step s sees exactly the
+// batches the uninterrupted run saw from s on; with the same thread count its losses are bit-identical.
+//
+// Never losing work: checkpoints (model, optimiser, generators, counters, configuration) every
+// `checkpoint_every` steps and at the end, written atomically, the newest `keep_checkpoints` kept; a re-run
+// with the same DIR resumes from the newest one that reads back; SIGINT/SIGTERM (train/stop_signal.hpp)
+// end the current step, write a checkpoint and return; a non-finite loss or gradient skips the update
+// (parameters, optimiser state and BatchNorm statistics unchanged) and `max_nonfinite` of them in a row
+// stop the run with the last good checkpoint kept.
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "hdssl/augment/presets.hpp"
+#include "hdssl/core/error.hpp"
+#include "hdssl/core/threads.hpp"
+#include "hdssl/data/datalist.hpp"
+#include "hdssl/io/checkpoint.hpp"
+#include "hdssl/io/weights.hpp"
+#include "hdssl/nn/memory_format.hpp"
+#include "hdssl/nn/pretrain_model.hpp"
+#include "hdssl/ops/torch_compat.hpp"
+#include "hdssl/preprocess/cache.hpp"
+#include "hdssl/sampling/pair_sampler.hpp"
+#include "hdssl/train/checkpoint_store.hpp"
+#include "hdssl/train/curve.hpp"
+#include "hdssl/train/prefetcher.hpp"
+#include "hdssl/train/pretrain_config.hpp"
+#include "hdssl/train/progress.hpp"
+#include "hdssl/train/stop_signal.hpp"
+#include "hdssl/train/volume_pool.hpp"
+
+namespace hdssl::train {
+
+/// Augmentation sets whose policies work in the scanner's units (HU) rather than on [0, 1]: the trainer
+/// maps each crop back through its volume's intensity window before augmenting (vox2vec's noise and random
+/// window are in HU). Specialise it for a custom set of that kind.
+template <class Augmentations>
+inline constexpr bool augments_in_input_units_v = false;
+template <>
+inline constexpr bool augments_in_input_units_v<augment::Vox2vecAugmentations> = true;
+
+/// How a run ended.
+struct PretrainResult {
+  enum class Outcome { completed, stopped } outcome = Outcome::completed;
+  int64_t step = 0;                              ///< steps done
+  std::filesystem::path checkpoint;              ///< the newest checkpoint written
+  int64_t skipped_nonfinite = 0;
+  int64_t volumes_used = 0, volumes_skipped = 0;
+  double seconds = 0;                            ///< wall time of this invocation's training loop
+  double data_wait_share = 0;                    ///< of that time, the share spent waiting for batches
+};
+
+/// The resolved numbers of a run: thread split and device.
+struct RunResources {
+  torch::Device device = torch::kCPU;
+  int intra_op_threads = 1;
+  int loader_threads = 0;
+};
+
+/// --device auto|cpu|cuda and the thread budget: the loader's workers are taken from --threads, the rest
+/// is LibTorch's intra-op pool. Auto loader threads: 0 on the CPU (the step, not the data, is the
+/// bottleneck there; batches are built between steps with the whole pool), a quarter of the budget
+/// (at least 2) on CUDA, where the data must keep up with a fast step.
+inline RunResources resolve_resources(const PretrainConfig& c) {
+  RunResources r;
+  const bool cuda_ok = torch::cuda::is_available() && ops::compat::cuda_ops_available();
+  if (c.device == "cuda" && !cuda_ok)
+    throw ConfigError("pretraining option 'device': cuda was asked for, but " +
+                      std::string(torch::cuda::is_available() ? "hdssl was built without its CUDA ops"
+                                                              : "no CUDA device is visible to this LibTorch"));
+  r.device = (c.device == "cuda" || (c.device == "auto" && cuda_ok)) ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  const int budget = c.threads > 0 ? c.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  r.loader_threads = c.loader_threads >= 0 ? c.loader_threads : (r.device.is_cuda() ? std::max(2, budget / 4) : 0);
+  r.intra_op_threads = std::max(1, budget - r.loader_threads);
+  return r;
+}
+
+template <class Preset, class Augmentations = augment::HdsslAugmentations>
+class Pretrainer {
+ public:
+  using Model = nn::PretrainModel<Preset>;
+
+  /// Test and embedding hooks: `on_losses` sees (and may change) each step's losses before backward.
+  struct Hooks {
+    std::function<void(int64_t step, nn::PretrainLosses&)> on_losses;
+  };
+
+  Pretrainer(PretrainConfig config, std::string preset_name, std::ostream& console = std::cout, Hooks hooks = {})
+      : c_(std::move(config)), preset_name_(std::move(preset_name)), console_(console), hooks_(std::move(hooks)) {}
+
+  /// The options the model is built from (the configuration's numbers, 0 = the preset's).
+  nn::PretrainOptions model_options() const {
+    nn::PretrainOptions o;
+    o.base_channels = c_.base_channels;
+    o.levels = c_.levels;
+    o.temperature = c_.temperature;
+    if (c_.reconstruction_weight) o.reconstruction_weight = *c_.reconstruction_weight;
+    return o;
+  }
+
+  PretrainResult run() {
+    check_config();
+    const RunResources res = resolve_resources(c_);
+    hdssl::set_threads(res.intra_op_threads);
+    const std::filesystem::path out(c_.out);
+    std::error_code ec;
+    std::filesystem::create_directories(out, ec);
+    if (ec) throw IoError("output folder '" + out.string() + "': cannot create (" + ec.message() + ")");
+    const nlohmann::json config_json = c_;
+    CheckpointStore store(out / "checkpoints", c_.keep_checkpoints);
+    say("hdssl-pretrain: preset " + preset_name_ + ", augmentations " + c_.augment + ", " +
+        std::to_string(c_.pairs) + " pairs of " + std::to_string(c_.patch[0]) + "x" + std::to_string(c_.patch[1]) +
+        "x" + std::to_string(c_.patch[2]) + ", " + std::to_string(c_.steps) + " steps, device " + res.device.str() +
+        ", " + std::to_string(res.intra_op_threads) + " compute + " + std::to_string(res.loader_threads) +
+        " loader threads");
+
+    // ---- data
+    const data::Datalist list = data::read_datalist(c_.data);
+    if (list.training.empty()) throw DataError("data '" + c_.data + "': the training list is empty");
+    preprocess::PreprocessCache cache(c_.cache.empty() ? out / "cache" : std::filesystem::path(c_.cache));
+    sampling::PairSamplerOptions so;
+    so.patch = c_.patch;
+    so.pairs = c_.pairs;
+    so.max_positives = c_.positives;
+    so.volumes_per_batch = c_.volumes_per_batch;
+    const sampling::PairSampler sampler(so, c_.seed);
+    const Augmentations augmentations(Augmentations::options_from_json(c_.augment_options), c_.seed);
+    VolumePool pool(list.training, preprocess_options(), cache, sampler, c_.memory_budget_gb * 1e9,
+                    [&](const std::string& s) { say(s); });
+    say(std::to_string(pool.size()) + " usable volumes (" + std::to_string(pool.skipped().size()) + " skipped), " +
+        std::to_string(static_cast<int64_t>(pool.resident_bytes() / 1e6)) + " MB held in memory");
+
+    // ---- model and optimiser (the same initialisation for a fresh and a resumed run)
+    torch::manual_seed(c_.seed);
+    Model model(model_options());
+    model->to(res.device);
+    const bool cuda = res.device.is_cuda();
+    if (cuda && c_.channels_last) nn::to_channels_last(*model);
+    if (cuda) {
+      at::globalContext().setAllowTF32CuDNN(true);
+      at::globalContext().setAllowTF32CuBLAS(true);
+      at::globalContext().setBenchmarkCuDNN(true);
+    }
+    torch::optim::Adam optimizer(model->parameters(),
+                                 torch::optim::AdamOptions(c_.lr).betas({0.9, 0.999}).eps(1e-8).weight_decay(0));
+
+    // ---- resume
+    int64_t step = 0;
+    State state;
+    auto resumed = store.load_newest(
+        [&](const std::filesystem::path& p) {
+          const io::CheckpointRecord header = io::read_checkpoint_record(p);
+          check_resumable(header, config_json, p);
+          const io::CheckpointRecord r = io::load_checkpoint(p, *model, optimizer, res.device);
+          step = r.step;
+          state = State::from_json(r.state);
+        },
+        [&](const std::string& w) { say("warning: " + w); });
+    if (!resumed && !store.list().empty())
+      throw IoError("output folder '" + out.string() + "' holds checkpoints but none reads back (see above); "
+                    "move them away to start afresh");
+    if (resumed) say("resuming from " + resumed->string() + " at step " + std::to_string(step));
+    write_text(out / "config.json", config_json.dump(2) + "\n");
+    ProgressLog log(out / "metrics.jsonl", resumed ? step : -1, console_);
+
+    // ---- the loop
+    PretrainResult result;
+    result.volumes_used = static_cast<int64_t>(pool.size());
+    result.volumes_skipped = static_cast<int64_t>(pool.skipped().size());
+    result.checkpoint = resumed.value_or(std::filesystem::path());
+    auto save = [&](int64_t at) {
+      io::CheckpointRecord r;
+      r.preset = preset_name_;
+      r.options = config_json;
+      r.step = at;
+      r.state = state.to_json();
+      store.save(*model, optimizer, r);
+      result.checkpoint = store.path_for(at);
+      write_curve_png(out / "curve.png", read_metrics(log.path()), curve_series(), "hdssl pre-training: " + preset_name_);
+    };
+    const std::vector<torch::Tensor> params = model->parameters();
+    const auto loop_start = std::chrono::steady_clock::now();
+    double total_wait = 0, interval_wait = 0;
+    auto interval_start = loop_start;
+    int64_t interval_steps = 0;
+    const double elapsed_before = state.elapsed;
+    {
+      Prefetcher<Batch> loader([&](int64_t b, Batch& out_batch) { make_batch(b, sampler, augmentations, pool, out_batch); },
+                               res.loader_threads, c_.prefetch, step, c_.steps);
+      while (step < c_.steps) {
+        double waited = 0;
+        Batch batch = loader.next(&waited);
+        total_wait += waited;
+        interval_wait += waited;
+        const StepOutcome o = train_step(*model, optimizer, params, batch, res.device, step);
+        ++step;
+        ++interval_steps;
+        state.elapsed = elapsed_before + seconds_since(loop_start);
+        if (!o.finite) {
+          ++state.skipped_nonfinite;
+          ++state.consecutive_nonfinite;
+          say("warning: step " + std::to_string(step) + ": non-finite " + o.what + "; update skipped (" +
+              std::to_string(state.consecutive_nonfinite) + " in a row, " + std::to_string(c_.max_nonfinite) +
+              " stop the run)");
+          if (state.consecutive_nonfinite >= c_.max_nonfinite)
+            throw DataError("stopping: " + std::to_string(state.consecutive_nonfinite) +
+                            " non-finite steps in a row, the last at step " + std::to_string(step) +
+                            "; the last good checkpoint is " +
+                            (result.checkpoint.empty() ? std::string("(none yet)") : result.checkpoint.string()) +
+                            ". Lower --lr or check the data.");
+        } else {
+          state.consecutive_nonfinite = 0;
+        }
+        if (step % c_.log_every == 0 || step == c_.steps) {
+          const double secs = seconds_since(interval_start);
+          const double rate = interval_steps / std::max(1e-9, secs);
+          nlohmann::json rec = {{"step", step},
+                                {"loss", o.loss},
+                                {"loss_nce", o.loss_nce},
+                                {"lr", c_.lr},
+                                {"grad_norm", o.grad_norm},
+                                {"time", state.elapsed},
+                                {"steps_per_s", rate},
+                                {"data_wait", interval_wait / std::max(1e-9, secs)},
+                                {"skipped_nonfinite", state.skipped_nonfinite},
+                                {"volumes_skipped", result.volumes_skipped}};
+          if (Preset::reconstruction) rec["loss_rec"] = o.loss_rec;
+          log.log(rec, progress_line(rec, rate));
+          interval_start = std::chrono::steady_clock::now();
+          interval_steps = 0;
+          interval_wait = 0;
+        }
+        if (step % c_.checkpoint_every == 0 || step == c_.steps) save(step);
+        if (const int sig = stop_requested()) {
+          if (result.checkpoint != store.path_for(step)) save(step);
+          result.outcome = PretrainResult::Outcome::stopped;
+          say("stopped by signal " + std::to_string(sig) + " at step " + std::to_string(step) + "; checkpoint " +
+              result.checkpoint.string() + ". Run the same command again to resume.");
+          break;
+        }
+      }
+    }
+    result.step = step;
+    result.skipped_nonfinite = state.skipped_nonfinite;
+    result.seconds = seconds_since(loop_start);
+    result.data_wait_share = total_wait / std::max(1e-9, result.seconds);
+    if (result.outcome == PretrainResult::Outcome::completed) {
+      if (result.checkpoint != store.path_for(step) && step > 0) save(step);
+      write_outputs(*model, out);
+      say("done: " + std::to_string(step) + " steps; backbone weights in " + (out / "backbone.safetensors").string());
+    }
+    return result;
+  }
+
+ private:
+  /// The trainer's own counters, kept in every checkpoint.
+  struct State {
+    int64_t skipped_nonfinite = 0, consecutive_nonfinite = 0;
+    double elapsed = 0;  ///< training seconds over every invocation of the run
+    nlohmann::json to_json() const {
+      return {{"skipped_nonfinite", skipped_nonfinite}, {"consecutive_nonfinite", consecutive_nonfinite}, {"elapsed", elapsed}};
+    }
+    static State from_json(const nlohmann::json& j) {
+      State s;
+      s.skipped_nonfinite = j.value("skipped_nonfinite", int64_t{0});
+      s.consecutive_nonfinite = j.value("consecutive_nonfinite", int64_t{0});
+      s.elapsed = j.value("elapsed", 0.0);
+      return s;
+    }
+  };
+
+  /// One prepared batch: the sampler's pairs and both augmented view batches, on the CPU.
+  struct Batch {
+    sampling::PairBatch pairs;
+    torch::Tensor views1, views2;
+  };
+
+  struct StepOutcome {
+    bool finite = true;
+    std::string what;  ///< "loss" / "gradient" when not finite
+    double loss = 0, loss_nce = 0, loss_rec = 0, grad_norm = 0;
+  };
+
+  void say(const std::string& s) { console_ << s << std::endl; }
+
+  void check_config() const {
+    if (c_.data.empty()) throw ConfigError("pretraining option 'data': required (a folder of NIfTI files or a datalist JSON)");
+    if (c_.out.empty()) throw ConfigError("pretraining option 'out': required (the output folder)");
+    if (augments_in_input_units_v<Augmentations> && c_.modality != "ct")
+      throw ConfigError("pretraining option 'augment': the vox2vec augmentations work in Hounsfield units and need "
+                        "--modality ct");
+  }
+
+  preprocess::PreprocessOptions preprocess_options() const {
+    nlohmann::json j = c_.preprocess;
+    if (!j.contains("preset")) j["preset"] = c_.modality;
+    if (!j.contains("patch_size")) j["patch_size"] = c_.patch;
+    return preprocess::options_from_json(j);
+  }
+
+  /// A checkpoint of another preset, or made with options that change what the run computes, is refused
+  /// with the keys that differ (raising --steps and the other resumable keys is allowed).
+  void check_resumable(const io::CheckpointRecord& r, const nlohmann::json& now, const std::filesystem::path& p) const {
+    if (r.preset != preset_name_)
+      throw ConfigError("checkpoint '" + p.string() + "' is of preset " + r.preset + ", this run is " + preset_name_ +
+                        "; use another --out or the same --preset");
+    const auto keys = differing_keys(r.options, now, PretrainConfig::resumable_keys());
+    if (keys.empty()) return;
+    std::string list;
+    for (const auto& k : keys)
+      list += (list.empty() ? "" : ", ") + k + " (was " + (r.options.contains(k) ? r.options.at(k).dump() : "absent") +
+              ", now " + (now.contains(k) ? now.at(k).dump() : "absent") + ")";
+    throw ConfigError("output folder '" + c_.out + "' holds a run with another configuration: " + list +
+                      ". Use the same options to resume, or another --out to start a new run");
+  }
+
+  void make_batch(int64_t b, const sampling::PairSampler& sampler, const Augmentations& augmentations,
+                  const VolumePool& pool, Batch& out) const {
+    const auto indices = sampler.volumes_for_batch(pool.size(), static_cast<uint64_t>(b));
+    const auto held = pool.acquire(indices);
+    std::vector<const sampling::SampleSource*> ptrs(held.size(), nullptr);
+    for (size_t i = 0; i < held.size(); ++i) ptrs[i] = held[i].get();
+    sampler.sample_into(out.pairs, ptrs, static_cast<uint64_t>(b));
+    torch::Tensor in1 = out.pairs.view1, in2 = out.pairs.view2;
+    if constexpr (augments_in_input_units_v<Augmentations>) {
+      // Back through each pair's volume window: x in [0, 1] -> lo + x (hi - lo).
+      const int64_t* vi = out.pairs.volume_index.template data_ptr<int64_t>();
+      const int64_t n = out.pairs.volume_index.numel();
+      std::vector<float> lo, span;
+      for (int64_t p = 0; p < n; ++p) {
+        const auto r = pool.intensity_range(static_cast<size_t>(vi[p]));
+        lo.push_back(static_cast<float>(r[0]));
+        span.push_back(static_cast<float>(r[1] - r[0]));
+      }
+      const std::vector<int64_t> shape{n, 1, 1, 1, 1};
+      const auto lo_t = torch::tensor(lo).view(shape), span_t = torch::tensor(span).view(shape);
+      in1 = in1 * span_t + lo_t;
+      in2 = in2 * span_t + lo_t;
+    }
+    augmentations.augment_pair_into(in1, in2, out.views1, out.views2, static_cast<uint64_t>(b));
+  }
+
+  StepOutcome train_step(typename Model::Impl& model, torch::optim::Adam& optimizer,
+                         const std::vector<torch::Tensor>& params, const Batch& batch, const torch::Device& device,
+                         int64_t step) {
+    const bool cuda = device.is_cuda();
+    const auto memory_format = cuda && c_.channels_last ? at::MemoryFormat::ChannelsLast3d : at::MemoryFormat::Contiguous;
+    auto upload = [&](const torch::Tensor& t, bool image) {
+      if (!cuda) return t;
+      auto d = t.to(device, /*non_blocking=*/true);
+      return image ? d.contiguous(memory_format) : d;
+    };
+    nn::PretrainBatch pb;
+    pb.view1 = upload(batch.views1, true);
+    pb.view2 = upload(batch.views2, true);
+    pb.voxels1 = upload(batch.pairs.positives1, false);
+    pb.voxels2 = upload(batch.pairs.positives2, false);
+    if constexpr (Preset::reconstruction) {
+      pb.target1 = upload(batch.pairs.view1, true);
+      pb.target2 = upload(batch.pairs.view2, true);
+    }
+    // The sampler's rows lie inside the patch by construction: no device read to check them again.
+    pb.index_check = nn::IndexCheck::shapes;
+
+    // BatchNorm statistics change in forward: kept aside so that a skipped step leaves no trace.
+    std::vector<torch::Tensor> buffers, saved;
+    for (auto& b : model.buffers()) {
+      buffers.push_back(b);
+      saved.push_back(b.detach().clone());
+    }
+    model.train();
+    optimizer.zero_grad();
+    nn::PretrainLosses losses;
+    {
+      ops::compat::CudaBf16Autocast autocast(cuda && c_.bf16);
+      losses = model.forward(pb);
+    }
+    if (hooks_.on_losses) hooks_.on_losses(step, losses);
+    StepOutcome o;
+    o.loss = losses.total.item<double>();
+    o.loss_nce = losses.info_nce.item<double>();
+    if (losses.reconstruction.defined()) o.loss_rec = losses.reconstruction.item<double>();
+    if (std::isfinite(o.loss)) {
+      losses.total.backward();
+      o.grad_norm = ops::compat::clip_grad_norm(params, c_.grad_clip > 0 ? c_.grad_clip : INFINITY);
+      if (!std::isfinite(o.grad_norm)) o.finite = false, o.what = "gradient norm";
+    } else {
+      o.finite = false, o.what = "loss";
+    }
+    if (o.finite) {
+      optimizer.step();
+    } else {
+      torch::NoGradGuard no_grad;
+      for (size_t i = 0; i < buffers.size(); ++i) buffers[i].copy_(saved[i]);
+      optimizer.zero_grad();
+    }
+    return o;
+  }
+
+  static std::vector<CurveSeries> curve_series() {
+    return {{"loss", "total loss"}, {"loss_nce", "InfoNCE"}, {"loss_rec", "reconstruction MSE"}, {"data_wait", "data-wait share"}};
+  }
+
+  std::string progress_line(const nlohmann::json& r, double rate) const {
+    char buf[512];
+    const int64_t step = r.at("step").get<int64_t>();
+    const double eta = (c_.steps - step) / std::max(1e-9, rate);
+    std::string terms = "nce " + short_value(r.at("loss_nce").get<double>());
+    if (r.contains("loss_rec")) terms += ", rec " + short_value(r.at("loss_rec").get<double>());
+    std::snprintf(buf, sizeof buf, "step %lld/%lld  loss %s (%s)  lr %.2e  %.3g steps/s  data wait %.1f%%  ETA %s",
+                  static_cast<long long>(step), static_cast<long long>(c_.steps),
+                  short_value(r.at("loss").get<double>()).c_str(), terms.c_str(), c_.lr, rate,
+                  100.0 * r.at("data_wait").get<double>(), format_duration(eta).c_str());
+    return buf;
+  }
+  static std::string short_value(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.4f", v);
+    return buf;
+  }
+
+  static double seconds_since(std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  }
+
+  static void write_text(const std::filesystem::path& p, const std::string& text) {
+    io::write_atomically(
+        p,
+        [&](const std::filesystem::path& tmp) {
+          std::ofstream f(tmp, std::ios::binary);
+          f << text;
+          f.flush();
+          if (!f) throw IoError("'" + p.string() + "': write failed");
+        },
+        "'" + p.string() + "': ");
+  }
+
+  /// backbone.safetensors (the reference FPN's key names: PyTorch's FPN3d loads it with strict=True) and
+  /// pretrain.safetensors (every module, for a later look at the heads).
+  void write_outputs(typename Model::Impl& model, const std::filesystem::path& out) const {
+    const std::map<std::string, std::string> meta = {
+        {"format", "hdssl-backbone/1"},
+        {"preset", preset_name_},
+        {"in_channels", std::to_string(model.options.in_channels)},
+        {"base_channels", std::to_string(model.options.base_channels)},
+        {"levels", std::to_string(model.options.levels)}};
+    io::save_weights(out / "backbone.safetensors", *model.backbone, "", meta);
+    io::save_weights(out / "pretrain.safetensors", model, "", meta);
+  }
+
+  PretrainConfig c_;
+  std::string preset_name_;
+  std::ostream& console_;
+  Hooks hooks_;
+};
+
+}  // namespace hdssl::train
