@@ -14,8 +14,11 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <nlohmann/json.hpp>
 
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <string>
 
@@ -113,7 +116,18 @@ inline void save_checkpoint(const std::filesystem::path& path, const torch::nn::
           if (torch::cuda::is_available())
             archive.write("rng_cuda", detail::generator_state(at::cuda::detail::getDefaultCUDAGenerator()));
 #endif
-          archive.save_to(tmp.string());
+          // LibTorch finishes the zip archive in a destructor and aborts the process if a write fails
+          // there, so the sink never reports a failure to it: errors are remembered and raised afterwards.
+          std::ofstream file(tmp, std::ios::binary);
+          bool failed = !file;
+          archive.save_to([&](const void* data, size_t n) -> size_t {
+            if (!failed && !file.write(static_cast<const char*>(data), static_cast<std::streamsize>(n))) failed = true;
+            return n;
+          });
+          file.flush();
+          if (failed || !file)
+            throw IoError(where + "cannot write (disk full, file size limit or no permission?): " +
+                          std::strerror(errno));
         } catch (const c10::Error& e) {
           throw IoError(where + "cannot write: " + e.what_without_backtrace());
         }
