@@ -11,7 +11,7 @@ using namespace hdssl::policy;
 using vox2vec = ModelPolicy<Pyramid<6, 16>, NoBalancing, InfoNCE>;
 /// The paper: FPN 32 x 5 levels, every level balanced to 32 channels (d = 160), InfoNCE + 10 x MSE.
 using hdssl = ModelPolicy<Pyramid<5, 32>, Balanced<32>, InfoNCEPlusReconstruction>;
-/// The paper as published in code: the balancing projections stay random (never trained nor saved).
+/// The paper as published in code: the balancing projections stay random (never trained; kept as buffers in checkpoints).
 using hdssl_reference = ModelPolicy<Pyramid<5, 32>, FrozenBalanced<32>, InfoNCEPlusReconstruction>;
 /// Ablation "+ architecture": the balanced 32 x 5 model trained with InfoNCE only.
 using ablation_architecture = ModelPolicy<Pyramid<5, 32>, Balanced<32>, InfoNCE>;

@@ -96,10 +96,7 @@ TEST_CASE("safetensors: every supported dtype round-trips bit-exactly, metadata 
 
 TEST_CASE("safetensors: the reference fixture reads with its documented shapes") {
   const auto p = hdssl::test::fixtures_dir() / "reference_fpn_b8_s4.safetensors";
-  if (!std::filesystem::exists(p)) {
-    MESSAGE("fixture not present: " << p);
-    return;
-  }
+  REQUIRE_MESSAGE(std::filesystem::exists(p), "fixture missing: " << p);
   auto st = hdssl::io::read_safetensors(p);
   CHECK(st.at("input").sizes().vec() == std::vector<int64_t>{1, 1, 48, 40, 16});
   CHECK((st.at("voxel_indices").scalar_type() == torch::kInt64));

@@ -9,7 +9,7 @@
 #include "hdssl/train/checkpoint_store.hpp"
 #include "hdssl/train/pretrain_config.hpp"
 #include "hdssl/train/progress.hpp"
-#include "../test_support.hpp"
+#include "train_test_support.hpp"
 
 #include <chrono>
 #include <fstream>
@@ -34,12 +34,6 @@ std::string shell_line(const std::vector<std::string>& args) {
   return s;
 }
 
-fs::path colin_folder(const hdssl::test::TempDir& tmp) {
-  const fs::path d = tmp / "data";
-  fs::create_directories(d);
-  fs::copy_file(hdssl::test::mricron("ch2.nii.gz"), d / "ch2.nii.gz");
-  return d;
-}
 
 std::vector<std::string> loss_texts(const fs::path& out) {
   // The numbers as written (shortest round-trip text): equal text = equal bits.
@@ -98,7 +92,7 @@ TEST_CASE("hdssl-pretrain refuses a bad configuration with the key named, before
 
 TEST_CASE("hdssl-pretrain: killed with -9 after a checkpoint and resumed, it logs exactly the losses of an uninterrupted run") {
   hdssl::test::TempDir tmp;
-  const fs::path data = colin_folder(tmp);
+  const fs::path data = hdssl::test::colin_folder(tmp);
   const int steps = 24;
   std::string out;
   REQUIRE_MESSAGE(hdssl::test::run_shell(shell_line(tiny_args(data, tmp / "full", tmp / "cache", steps)), &out) == 0, out);
@@ -126,7 +120,7 @@ TEST_CASE("hdssl-pretrain: killed with -9 after a checkpoint and resumed, it log
 
 TEST_CASE("hdssl-pretrain: SIGTERM writes a checkpoint, exits 0 and says how to resume") {
   hdssl::test::TempDir tmp;
-  const fs::path data = colin_folder(tmp);
+  const fs::path data = hdssl::test::colin_folder(tmp);
   hdssl::test::Child child(tiny_args(data, tmp / "run", tmp / "cache", 100000), tmp / "run.log");
   REQUIRE(child.pid > 0);
   REQUIRE_MESSAGE(wait_for([&] { return loss_texts(tmp / "run").size() >= 3; }, 120), read_text(tmp / "run.log"));
@@ -144,7 +138,7 @@ TEST_CASE("hdssl-pretrain: SIGTERM writes a checkpoint, exits 0 and says how to 
 
 TEST_CASE("hdssl-pretrain: a checkpoint write that fails names the file and leaves the previous checkpoint intact") {
   hdssl::test::TempDir tmp;
-  const fs::path data = colin_folder(tmp);
+  const fs::path data = hdssl::test::colin_folder(tmp);
   std::string out;
   REQUIRE_MESSAGE(hdssl::test::run_shell(shell_line(tiny_args(data, tmp / "run", tmp / "cache", 5)), &out) == 0, out);
   const fs::path good = tmp / "run" / "checkpoints" / "step-000000005.ckpt";
@@ -167,7 +161,7 @@ TEST_CASE("hdssl-pretrain: a checkpoint write that fails names the file and leav
 
 TEST_CASE("PyTorch loads the backbone hdssl-pretrain wrote with strict=True and computes the same pyramid") {
   hdssl::test::TempDir tmp;
-  const fs::path data = colin_folder(tmp);
+  const fs::path data = hdssl::test::colin_folder(tmp);
   std::string out;
   REQUIRE_MESSAGE(hdssl::test::run_shell(shell_line(tiny_args(data, tmp / "run", tmp / "cache", 3)), &out) == 0, out);
   const fs::path weights = tmp / "run" / "backbone.safetensors";

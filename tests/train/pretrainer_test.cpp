@@ -9,7 +9,7 @@
 #include "hdssl/presets.hpp"
 #include "hdssl/train/pretrainer.hpp"
 #include "hdssl/train/run_pretraining.hpp"
-#include "../test_support.hpp"
+#include "train_test_support.hpp"
 
 #include <atomic>
 #include <fstream>
@@ -40,12 +40,6 @@ PretrainConfig tiny_config(const fs::path& data, const fs::path& out, const fs::
   return c;
 }
 
-fs::path colin_folder(const hdssl::test::TempDir& tmp) {
-  const fs::path d = tmp / "data";
-  fs::create_directories(d);
-  fs::copy_file(hdssl::test::mricron("ch2.nii.gz"), d / "ch2.nii.gz");
-  return d;
-}
 
 std::vector<double> logged(const fs::path& out, const std::string& key) {
   std::vector<double> v;
@@ -223,7 +217,7 @@ TEST_CASE_TEMPLATE("checkpoint: save, load into another initialisation, identica
 
 TEST_CASE("tiny pre-training on the Colin27 MRI: completes, writes every output, resumes to the bit") {
   hdssl::test::TempDir tmp;
-  const fs::path data = colin_folder(tmp);
+  const fs::path data = hdssl::test::colin_folder(tmp);
   std::ostringstream console;
 
   // Uninterrupted: 8 steps.
@@ -293,7 +287,7 @@ TEST_CASE("tiny pre-training on the Colin27 MRI: completes, writes every output,
 
 TEST_CASE("bad volumes among good ones are skipped with their reason; none usable stops before training") {
   hdssl::test::TempDir tmp;
-  const fs::path data = colin_folder(tmp);
+  const fs::path data = hdssl::test::colin_folder(tmp);
   // Damaged: a gzip cut short. Unusable: a volume of zeros (nothing to clip, no body).
   {
     std::ifstream in(hdssl::test::mricron("ch2.nii.gz"), std::ios::binary);
@@ -325,7 +319,7 @@ TEST_CASE("bad volumes among good ones are skipped with their reason; none usabl
 
 TEST_CASE("non-finite steps: skipped with no trace in parameters, optimiser or BatchNorm; too many in a row stop the run") {
   hdssl::test::TempDir tmp;
-  const fs::path data = colin_folder(tmp);
+  const fs::path data = hdssl::test::colin_folder(tmp);
   using Trainer = hdssl::train::Pretrainer<hdssl::presets::hdssl>;
   auto c = tiny_config(data, tmp / "out", tmp / "cache");
   c.steps = 6;

@@ -5,6 +5,7 @@
 // new one, never a partial write; a writer that dies leaves only a `.<name>.tmp-*` file behind.
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <random>
 #include <sstream>
@@ -84,6 +85,20 @@ void write_atomically(const std::filesystem::path& path, Write&& write, const st
   }
   const std::filesystem::path folder = path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
   detail::fsync_path(folder, true, what);
+}
+
+/// Replaces `path` atomically with `text` (configurations, metrics files); IoError naming the file.
+inline void write_text_atomically(const std::filesystem::path& path, const std::string& text) {
+  const std::string what = "'" + path.string() + "': ";
+  write_atomically(
+      path,
+      [&](const std::filesystem::path& tmp) {
+        std::ofstream f(tmp, std::ios::binary);
+        f << text;
+        f.flush();
+        if (!f) throw IoError(what + "write failed");
+      },
+      what);
 }
 
 }  // namespace hdssl::io

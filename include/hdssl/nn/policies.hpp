@@ -37,7 +37,7 @@ struct NoBalancing {
 };
 
 /// hdssl: every level is projected to W channels before concatenation. Frozen = the reference's
-/// behaviour (random projections never trained nor saved); learnable by default.
+/// behaviour (random projections never trained; hdssl keeps them as buffers so a resumed run uses the same ones); learnable by default.
 template <int W, bool Frozen = false>
 struct Balanced {
   static_assert(W > 0,

@@ -186,7 +186,7 @@ class Pretrainer {
       throw IoError("output folder '" + out.string() + "' holds checkpoints but none reads back (see above); "
                     "move them away to start afresh");
     if (resumed) say("resuming from " + resumed->string() + " at step " + std::to_string(step));
-    write_text(out / "config.json", config_json.dump(2) + "\n");
+    io::write_text_atomically(out / "config.json", config_json.dump(2) + "\n");
     ProgressLog log(out / "metrics.jsonl", resumed ? step : -1, console_);
 
     // ---- the loop
@@ -447,18 +447,6 @@ class Pretrainer {
 
   static double seconds_since(std::chrono::steady_clock::time_point t) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-  }
-
-  static void write_text(const std::filesystem::path& p, const std::string& text) {
-    io::write_atomically(
-        p,
-        [&](const std::filesystem::path& tmp) {
-          std::ofstream f(tmp, std::ios::binary);
-          f << text;
-          f.flush();
-          if (!f) throw IoError("'" + p.string() + "': write failed");
-        },
-        "'" + p.string() + "': ");
   }
 
   /// backbone.safetensors (the reference FPN's key names: PyTorch's FPN3d loads it with strict=True) and

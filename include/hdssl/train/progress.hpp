@@ -61,14 +61,7 @@ class ProgressLog {
     if (resume_step >= 0)
       for (const auto& r : read_metrics(path_))
         if (r.value("step", int64_t{-1}) <= resume_step) kept += r.dump() + "\n";
-    io::write_atomically(
-        path_,
-        [&](const std::filesystem::path& tmp) {
-          std::ofstream f(tmp, std::ios::binary);
-          f << kept;
-          if (!f) throw IoError("metrics file '" + path_.string() + "': cannot write");
-        },
-        "metrics file '" + path_.string() + "': ");
+    io::write_text_atomically(path_, kept);
     file_.open(path_, std::ios::app | std::ios::binary);
     if (!file_) throw IoError("metrics file '" + path_.string() + "': cannot open for appending");
   }

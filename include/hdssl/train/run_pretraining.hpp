@@ -22,8 +22,11 @@ PretrainResult run_with_augmentations(const PretrainConfig& c, std::ostream& con
 }
 }  // namespace detail
 
-/// Runs pre-training for c.preset / c.augment (see PretrainConfig for the names).
-inline PretrainResult run_pretraining(const PretrainConfig& c, std::ostream& console = std::cout) {
+/// Runs pre-training for c.preset / c.augment (see PretrainConfig for the names). A template only so that
+/// a translation unit that includes this header without calling it (e.g. through hdssl.hpp) does not
+/// compile all ten trainers.
+template <class Console = std::ostream>
+PretrainResult run_pretraining(const PretrainConfig& c, Console& console = std::cout) {
   if (c.preset == "hdssl") return detail::run_with_augmentations<presets::hdssl>(c, console);
   if (c.preset == "hdssl_reference") return detail::run_with_augmentations<presets::hdssl_reference>(c, console);
   if (c.preset == "vox2vec") return detail::run_with_augmentations<presets::vox2vec>(c, console);
