@@ -3,3 +3,9 @@
 #include "hdssl/ops/gather_pyramid.hpp"
 #include "hdssl/ops/local_shuffle.hpp"
 #include "hdssl/ops/torch_compat.hpp"
+#include "hdssl/io/checkpoint.hpp"       // the CUDA generator in checkpoints
+#include "hdssl/presets.hpp"
+#include "hdssl/train/pretrainer.hpp"    // the trainer's CUDA step (autocast, channels-last, TF32)
+
+// Instantiate the trainer so its CUDA branches are compiled, not just parsed.
+template class hdssl::train::Pretrainer<hdssl::presets::hdssl, hdssl::augment::HdsslAugmentations>;
