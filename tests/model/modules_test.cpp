@@ -219,14 +219,19 @@ TEST_CASE("BalancedProjection: projecting gathered vectors equals a 1x1x1 conv o
   const auto ours = proj->forward(hdssl::nn::gather_levels(pyramid, index));
   const auto params = as_map(hdssl::io::state_dict(*proj));
   CHECK(params.size() == 3);  // layers.0.{weight,bias}, layers.1.weight: bias on level 0 only
-  std::vector<torch::Tensor> projected;
-  for (int i = 0; i < 2; ++i) {
-    const auto& w = params.at("layers." + std::to_string(i) + ".weight");
-    auto opts = F::Conv3dFuncOptions();
-    if (i == 0) opts = opts.bias(params.at("layers.0.bias"));
-    projected.push_back(F::conv3d(pyramid[i], w.view({3, w.size(1), 1, 1, 1}), opts));
-  }
-  CHECK(torch::allclose(ours, hdssl::nn::gather_pyramid(projected, index), 1e-5, 1e-6));
+  // The oracle: 1x1x1 convs through the stored matrices `<prefix>.{i}.weight` (bias on level 0) on the
+  // whole maps, then the gather.
+  auto conv_then_gather = [&](const std::map<std::string, torch::Tensor>& state, const std::string& prefix) {
+    std::vector<torch::Tensor> projected;
+    for (int i = 0; i < 2; ++i) {
+      const auto& w = state.at(prefix + "." + std::to_string(i) + ".weight");
+      auto opts = F::Conv3dFuncOptions();
+      if (i == 0) opts = opts.bias(state.at(prefix + ".0.bias"));
+      projected.push_back(F::conv3d(pyramid[i], w.view({3, w.size(1), 1, 1, 1}), opts));
+    }
+    return hdssl::nn::gather_pyramid(projected, index);
+  };
+  CHECK(torch::allclose(ours, conv_then_gather(params, "layers"), 1e-5, 1e-6));
 
   hdssl::nn::BalancedProjection frozen(hdssl::nn::BalancedProjectionOptions({4, 8}, 3).frozen(true));
   CHECK(frozen->parameters().empty());
@@ -240,14 +245,7 @@ TEST_CASE("BalancedProjection: projecting gathered vectors equals a 1x1x1 conv o
   CHECK(out.sizes() == torch::IntArrayRef({20, 6}));
   CHECK_FALSE(out.requires_grad());
   // The same function as the 1x1x1 convs through those stored matrices.
-  std::vector<torch::Tensor> frozen_projected;
-  for (int i = 0; i < 2; ++i) {
-    const auto& w = frozen_state.at("frozen." + std::to_string(i) + ".weight");
-    auto opts = F::Conv3dFuncOptions();
-    if (i == 0) opts = opts.bias(frozen_state.at("frozen.0.bias"));
-    frozen_projected.push_back(F::conv3d(pyramid[i], w.view({3, w.size(1), 1, 1, 1}), opts));
-  }
-  CHECK(torch::allclose(out, hdssl::nn::gather_pyramid(frozen_projected, index), 1e-5, 1e-6));
+  CHECK(torch::allclose(out, conv_then_gather(frozen_state, "frozen"), 1e-5, 1e-6));
   // A bf16 forward must not round the stored matrices.
   const auto before = frozen_state.at("frozen.1.weight").clone();
   std::vector<torch::Tensor> bf16_levels;
