@@ -36,6 +36,8 @@ enum class Purpose : std::uint32_t {
   blur = 9,       ///< axial Gaussian blur / sharpen
   noise = 10,     ///< additive Gaussian noise
   window = 11,    ///< random intensity window
+  folds = 12,     ///< cross-validation: the order volumes are dealt into folds
+  segmentation = 13,  ///< downstream training: the volume, classes and centres of a batch's patches
   user = 1024,    ///< first value free for user-defined augmentations
 };
 

@@ -104,4 +104,23 @@ inline Datalist read_datalist(const std::filesystem::path& path) {
   return d;
 }
 
+/// The datalist as JSON ({"training": [...], "validation": [...], "test": [...]}), paths absolute so the
+/// file reads the same from any folder; empty lists are left out.
+inline nlohmann::json datalist_json(const Datalist& d) {
+  auto list = [](const std::vector<Sample>& v) {
+    nlohmann::json a = nlohmann::json::array();
+    for (const auto& s : v) {
+      nlohmann::json e = {{"image", std::filesystem::absolute(s.image).lexically_normal().string()}};
+      if (s.label) e["label"] = std::filesystem::absolute(*s.label).lexically_normal().string();
+      a.push_back(std::move(e));
+    }
+    return a;
+  };
+  nlohmann::json j = nlohmann::json::object();
+  if (!d.training.empty()) j["training"] = list(d.training);
+  if (!d.validation.empty()) j["validation"] = list(d.validation);
+  if (!d.test.empty()) j["test"] = list(d.test);
+  return j;
+}
+
 }  // namespace hdssl::data

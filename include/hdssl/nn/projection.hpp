@@ -65,18 +65,22 @@ class BalancedProjectionImpl : public torch::nn::Module {
     for (size_t i = 0; i < c.size(); ++i) {
       if (gathered[i].dim() != 2 || gathered[i].size(1) != c[i])
         throw DataError("BalancedProjection: level " + std::to_string(i) + " must be [N, " + std::to_string(c[i]) + "]");
-      if (options.frozen()) {
-        // The buffers stay float32 (Module::to() moves them with the model); a bf16 input is projected
-        // through a rounded temporary copy, never by rounding the stored matrices.
-        const auto buffers = frozen->ptr(i)->named_buffers(/*recurse=*/false);
-        const auto* b = buffers.find("bias");
-        const auto cast = [&](const torch::Tensor& t) { return t.to(gathered[i].scalar_type()); };
-        out.push_back(torch::nn::functional::linear(gathered[i], cast(buffers["weight"]), b ? cast(*b) : torch::Tensor()));
-      } else {
-        out.push_back(linears[i]->forward(gathered[i]));
-      }
+      out.push_back(project_level(i, gathered[i]));
     }
     return torch::cat(out, 1);
+  }
+
+  /// Level i alone: [N, c_i] -> [N, W] (for whole maps viewed as [voxels, c_i], e.g. embeddings).
+  torch::Tensor project_level(size_t i, const torch::Tensor& x) {
+    if (options.frozen()) {
+      // The buffers stay float32 (Module::to() moves them with the model); a bf16 input is projected
+      // through a rounded temporary copy, never by rounding the stored matrices.
+      const auto buffers = frozen->ptr(i)->named_buffers(/*recurse=*/false);
+      const auto* b = buffers.find("bias");
+      const auto cast = [&](const torch::Tensor& t) { return t.to(x.scalar_type()); };
+      return torch::nn::functional::linear(x, cast(buffers["weight"]), b ? cast(*b) : torch::Tensor());
+    }
+    return linears.at(i)->forward(x);
   }
 
   BalancedProjectionOptions options;

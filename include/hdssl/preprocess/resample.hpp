@@ -81,20 +81,20 @@ struct AxisTaps {
 };
 
 /// Continuous old index of output voxel i, with near-integers snapped so exact grids stay exact.
-inline double source_coordinate(int64_t i, double ratio) {
-  const double p = static_cast<double>(i) * ratio;
+inline double source_coordinate(int64_t i, double ratio, double offset = 0) {
+  const double p = static_cast<double>(i) * ratio + offset;
   const double r = std::round(p);
   return std::abs(p - r) < 1e-9 ? r : p;
 }
 
-inline AxisTaps linear_taps(int64_t n_out, int64_t n_in, double ratio) {
+inline AxisTaps linear_taps(int64_t n_out, int64_t n_in, double ratio, double offset = 0) {
   AxisTaps t;
   t.i0.resize(n_out);
   t.i1.resize(n_out);
   t.w.resize(n_out);
   const double last = static_cast<double>(n_in - 1);
   for (int64_t i = 0; i < n_out; ++i) {
-    const double p = std::min(std::max(source_coordinate(i, ratio), 0.0), last);
+    const double p = std::min(std::max(source_coordinate(i, ratio, offset), 0.0), last);
     const int64_t f = static_cast<int64_t>(std::floor(p));
     t.i0[i] = f;
     t.i1[i] = std::min(f + 1, n_in - 1);
@@ -103,11 +103,11 @@ inline AxisTaps linear_taps(int64_t n_out, int64_t n_in, double ratio) {
   return t;
 }
 
-inline torch::Tensor nearest_indices(int64_t n_out, int64_t n_in, double ratio) {
+inline torch::Tensor nearest_indices(int64_t n_out, int64_t n_in, double ratio, double offset = 0) {
   auto idx = torch::empty({n_out}, torch::kLong);
   auto* p = idx.data_ptr<int64_t>();
   for (int64_t i = 0; i < n_out; ++i) {
-    const int64_t k = static_cast<int64_t>(std::floor(source_coordinate(i, ratio) + 0.5));
+    const int64_t k = static_cast<int64_t>(std::floor(source_coordinate(i, ratio, offset) + 0.5));
     p[i] = std::min(std::max(k, int64_t{0}), n_in - 1);
   }
   return idx;
@@ -176,6 +176,61 @@ inline Volume resample(const Volume& v, const Eigen::Vector3d& spacing, Interpol
   out.meta.scl_slope = 1.0;
   out.meta.scl_inter = 0.0;
   return out;
+}
+
+/// Resamples data on the grid `from_affine` onto the grid (`to_affine`, `to_shape`): the inverse of the
+/// preprocessing's resample + crop + pad, used to put a prediction back onto its input's grid. data is
+/// (X, Y, Z) or (C, X, Y, Z) on the `from` grid. Both grids must share their axis directions (the
+/// preprocessing only rescales and shifts axes), so each output axis reads one input axis at
+/// i_from = scale * i_to + offset. Target voxels whose centre falls outside the `from` grid (more than half
+/// a voxel past its first or last centre: what the crop removed) get `outside`; the rest are
+/// interpolated as resample() does (linear: float32 out; nearest: values copied, same dtype).
+inline torch::Tensor resample_onto(const torch::Tensor& data, const Eigen::Matrix4d& from_affine,
+                                   const Eigen::Matrix4d& to_affine, const std::array<int64_t, 3>& to_shape,
+                                   Interpolation interp, double outside = 0) {
+  if (!data.defined() || (data.dim() != 3 && data.dim() != 4) || data.numel() == 0)
+    throw DataError("resample onto a grid: data must be a non-empty (X, Y, Z) or (C, X, Y, Z) tensor");
+  const Eigen::Matrix4d m = from_affine.inverse() * to_affine;  // to-index -> from-index
+  if (!m.allFinite()) throw DataError("resample onto a grid: the source affine is singular");
+  const double tol = 1e-6 * std::max(1.0, m.topLeftCorner<3, 3>().cwiseAbs().maxCoeff());
+  for (int r = 0; r < 3; ++r)
+    for (int c = 0; c < 3; ++c)
+      if (r != c && std::abs(m(r, c)) > tol)
+        throw DataError("resample onto a grid: the two grids' axes are not parallel (only rescaled and shifted grids are mapped)");
+  const bool channels = data.dim() == 4;
+  const torch::Tensor src = (channels ? data : data.unsqueeze(0)).to(torch::kCPU).contiguous();
+  const std::array<int64_t, 3> n_in{{src.size(1), src.size(2), src.size(3)}};
+  std::array<torch::Tensor, 3> inside;
+  for (int a = 0; a < 3; ++a) {
+    auto in = torch::empty({to_shape[a]}, torch::kBool);
+    auto* p = in.data_ptr<bool>();
+    for (int64_t i = 0; i < to_shape[a]; ++i) {
+      const double q = m(a, a) * static_cast<double>(i) + m(a, 3);
+      p[i] = q >= -0.5 - 1e-6 && q <= static_cast<double>(n_in[a]) - 0.5 + 1e-6;
+    }
+    inside[a] = in;
+  }
+  const auto mask = inside[0].view({-1, 1, 1}) & inside[1].view({1, -1, 1}) & inside[2].view({1, 1, -1});
+  torch::Tensor out;
+  if (interp == Interpolation::nearest) {
+    out = src.index_select(1, detail::nearest_indices(to_shape[0], n_in[0], m(0, 0), m(0, 3)))
+              .index_select(2, detail::nearest_indices(to_shape[1], n_in[1], m(1, 1), m(1, 3)))
+              .index_select(3, detail::nearest_indices(to_shape[2], n_in[2], m(2, 2), m(2, 3)));
+  } else {
+    const torch::Tensor in = src.scalar_type() == torch::kFloat64 ? src : src.to(torch::kFloat32).contiguous();
+    out = torch::empty({in.size(0), to_shape[0], to_shape[1], to_shape[2]}, in.options());
+    const auto tx = detail::linear_taps(to_shape[0], n_in[0], m(0, 0), m(0, 3));
+    const auto ty = detail::linear_taps(to_shape[1], n_in[1], m(1, 1), m(1, 3));
+    const auto tz = detail::linear_taps(to_shape[2], n_in[2], m(2, 2), m(2, 3));
+    for (int64_t c = 0; c < in.size(0); ++c) {
+      if (in.scalar_type() == torch::kFloat64)
+        detail::trilinear_kernel(in[c].data_ptr<double>(), out[c].data_ptr<double>(), n_in, to_shape, tx, ty, tz);
+      else
+        detail::trilinear_kernel(in[c].data_ptr<float>(), out[c].data_ptr<float>(), n_in, to_shape, tx, ty, tz);
+    }
+  }
+  out = torch::where(mask.unsqueeze(0), out, torch::full({}, outside, out.options())).contiguous();
+  return channels ? out : out[0];
 }
 
 }  // namespace hdssl::preprocess
