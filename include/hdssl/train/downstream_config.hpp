@@ -57,8 +57,10 @@ struct DownstreamConfig {
   bool channels_last = true;
   int threads = 0;
 
+  /// The keys a resumed run may change: how it reports and where it runs. Not `steps`: the fine-tuning
+  /// schedule scales with it, so more steps make another run.
   static const std::set<std::string>& resumable_keys() {
-    static const std::set<std::string> keys = {"steps", "out", "checkpoint_every", "keep_checkpoints", "log_every",
+    static const std::set<std::string> keys = {"out", "checkpoint_every", "keep_checkpoints", "log_every",
                                                "threads", "cache", "device", "pngs", "window_batch", "fold"};
     return keys;
   }
