@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <string>
 #include <vector>
@@ -126,25 +127,39 @@ inline ClassMap classes_from_json(const nlohmann::ordered_json& j, const std::st
   }
 }
 
+namespace detail {
+/// Parses a classes object, refusing a class name given twice (a JSON parser would keep only the last one,
+/// and the other's label values would silently become background).
+inline nlohmann::ordered_json parse_without_duplicates(const std::string& text, const std::string& where) {
+  std::set<std::string> seen;
+  return nlohmann::ordered_json::parse(text, [&](int depth, nlohmann::ordered_json::parse_event_t event,
+                                                 nlohmann::ordered_json& parsed) {
+    if (depth == 1 && event == nlohmann::ordered_json::parse_event_t::key && !seen.insert(parsed.get<std::string>()).second)
+      throw ConfigError(where + ": class '" + parsed.get<std::string>() + "' is named twice");
+    return true;
+  });
+}
+}  // namespace detail
+
 /// `text` is inline JSON (starts with '{') or the path of a JSON file.
 inline ClassMap read_classes(const std::string& text) {
   const auto first = text.find_first_not_of(" \t\r\n");
   if (first != std::string::npos && text[first] == '{') {
     try {
-      return classes_from_json(nlohmann::ordered_json::parse(text), "classes");
+      return classes_from_json(detail::parse_without_duplicates(text, "classes"), "classes");
     } catch (const nlohmann::json::exception& e) {
       throw ConfigError(std::string("classes: not valid JSON: ") + e.what());
     }
   }
   std::ifstream in(text);
   if (!in) throw IoError("classes file '" + text + "': cannot open");
-  nlohmann::ordered_json j;
+  const std::string where = "classes file '" + text + "'";
+  const std::string body((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   try {
-    in >> j;
+    return classes_from_json(detail::parse_without_duplicates(body, where), where);
   } catch (const nlohmann::json::exception& e) {
-    throw ConfigError("classes file '" + text + "': not valid JSON: " + e.what());
+    throw ConfigError(where + ": not valid JSON: " + e.what());
   }
-  return classes_from_json(j, "classes file '" + text + "'");
 }
 
 }  // namespace hdssl::eval

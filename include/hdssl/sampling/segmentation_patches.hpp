@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -70,7 +71,8 @@ class SegmentationPatchSampler {
     std::vector<int64_t> present;
     for (int64_t k = 0; k < num_classes; ++k)
       if (v.class_voxels[static_cast<size_t>(k)].numel() > 0) present.push_back(k);
-    const int64_t n_fg = present.empty() ? 0 : static_cast<int64_t>(o_.foreground_fraction * o_.batch);
+    // floor(fraction x batch), with a margin so that 0.29 x 100 (28.999...) counts 29 patches.
+    const int64_t n_fg = present.empty() ? 0 : static_cast<int64_t>(std::floor(o_.foreground_fraction * o_.batch + 1e-9));
     std::vector<torch::Tensor> imgs, cls;
     for (int64_t p = 0; p < o_.batch; ++p) {
       std::array<int64_t, 3> start{};
@@ -99,9 +101,7 @@ class SegmentationPatchSampler {
   }
 
  private:
-  static int64_t below(Rng& rng, int64_t n) {
-    return n <= 1 ? 0 : static_cast<int64_t>(rng.next_u64() % static_cast<uint64_t>(n));
-  }
+  static int64_t below(Rng& rng, int64_t n) { return n <= 1 ? 0 : static_cast<int64_t>(rng.below64(static_cast<uint64_t>(n))); }
   SegmentationPatchOptions o_;
   uint64_t seed_;
 };
