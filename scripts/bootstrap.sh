@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # hdssl set-up, build and run on a fresh Debian 12 machine.
 #
-#   scripts/bootstrap.sh demo    install what is missing, build, run the main job on the bundled default
+#   scripts/bootstrap.sh demo    install what is missing, build the drivers the demo needs, run scripts/demo.sh
+#                                (pre-training and linear probing on a cohort derived from real MRI)
 #   scripts/bootstrap.sh test    install what is missing, build, run the whole test suite (CI calls this)
 #   scripts/bootstrap.sh build   install what is missing and build only
 #
@@ -48,8 +49,9 @@ build() {
 case "$mode" in
   demo)
     install_missing
-    build
-    "$BUILD_DIR"/bin/hdssl-inspect /usr/share/mricron/templates/ch2.nii.gz
+    cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release
+    cmake --build "$BUILD_DIR" -j"$JOBS" --target hdssl-make-cohort hdssl-pretrain hdssl-linear-eval
+    scripts/demo.sh "$BUILD_DIR" "${DEMO_OUT:-runs/demo}"
     ;;
   test)
     install_missing

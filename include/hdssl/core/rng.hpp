@@ -38,6 +38,7 @@ enum class Purpose : std::uint32_t {
   window = 11,    ///< random intensity window
   folds = 12,     ///< cross-validation: the order volumes are dealt into folds
   segmentation = 13,  ///< downstream training: the volume, classes and centres of a batch's patches
+  cohort = 14,    ///< synthetic subjects: deformation, bias field, contrast and noise of one subject
   user = 1024,    ///< first value free for user-defined augmentations
 };
 
