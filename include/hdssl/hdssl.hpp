@@ -13,6 +13,7 @@
 #include "hdssl/core/tensor_text.hpp"
 #include "hdssl/core/threads.hpp"
 #include "hdssl/core/volume.hpp"
+#include "hdssl/data/cohort.hpp"
 #include "hdssl/data/datalist.hpp"
 
 #include "hdssl/io/atomic_file.hpp"
