@@ -17,6 +17,9 @@ int main(int argc, char** argv) {
   hdssl::cli::ConfigFlags flags(app, nlohmann::json(defaults));
   hdssl::cli::add_downstream_flags(flags);
   flags.add("--head", "head", "linear (per-level 1x1x1 convs, summed) | nonlinear (a 1x1x1 FPN decoder)");
+  flags.add("--standardise-features", "standardise_features",
+            "standardise each backbone channel by its mean / std on training patches before the head (true/false; "
+            "false = the reference's raw features, which leaves an untrained backbone's tiny features unlearnable)");
   std::string config_file;
   app.add_option("--config", config_file, "JSON file of options (keys as in OUT/config.json); flags override it")
       ->check(CLI::ExistingFile);

@@ -44,6 +44,7 @@
 #include "hdssl/augment/vox2vec.hpp"
 
 #include "hdssl/nn/blocks.hpp"
+#include "hdssl/nn/feature_standardisation.hpp"
 #include "hdssl/nn/fpn.hpp"
 #include "hdssl/nn/gather.hpp"
 #include "hdssl/nn/heads.hpp"

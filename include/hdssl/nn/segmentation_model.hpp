@@ -1,6 +1,7 @@
 #pragma once
 // A backbone and a segmentation head (method.md 8): the model every downstream setup trains and
-// hdssl-predict runs. State-dict keys: `backbone.*` (the reference FPN's names) and `head.*`.
+// hdssl-predict runs. State-dict keys: `backbone.*` (the reference FPN's names), `standardise.*` (the
+// probes' per-channel feature standardisation, feature_standardisation.hpp; identity otherwise) and `head.*`.
 //
 // Backbone weights come from the files hdssl-pretrain writes (backbone.safetensors: FPN keys;
 // pretrain.safetensors: `backbone.`-prefixed keys), from a pre-training output folder (its
@@ -21,6 +22,7 @@
 #include "hdssl/core/error.hpp"
 #include "hdssl/io/safetensors.hpp"
 #include "hdssl/io/weights.hpp"
+#include "hdssl/nn/feature_standardisation.hpp"
 #include "hdssl/nn/fpn.hpp"
 #include "hdssl/nn/heads.hpp"
 
@@ -43,6 +45,7 @@ class SegmentationModelImpl : public torch::nn::Module {
  public:
   explicit SegmentationModelImpl(const SegmentationModelOptions& o) : options(o) {
     backbone = register_module("backbone", FPN3d(FPN3dOptions(o.in_channels, o.base_channels, o.levels)));
+    standardise = register_module("standardise", FeatureStandardisation(pyramid_channels(o.base_channels, o.levels)));
     const HeadOptions ho(o.base_channels, o.levels, o.classes);
     if (o.head == HeadKind::linear)
       linear = register_module("head", LinearHead(ho));
@@ -64,7 +67,8 @@ class SegmentationModelImpl : public torch::nn::Module {
   }
 
   torch::Tensor head_forward(const std::vector<torch::Tensor>& pyramid) {
-    return linear ? linear->forward(pyramid) : nonlinear->forward(pyramid);
+    const auto p = standardise->forward(pyramid);
+    return linear ? linear->forward(p) : nonlinear->forward(p);
   }
 
   std::vector<torch::Tensor> head_parameters() const {
@@ -74,6 +78,7 @@ class SegmentationModelImpl : public torch::nn::Module {
 
   SegmentationModelOptions options;
   FPN3d backbone{nullptr};
+  FeatureStandardisation standardise{nullptr};
   LinearHead linear{nullptr};
   NonLinearHead nonlinear{nullptr};
 };

@@ -32,6 +32,9 @@ struct DownstreamConfig {
   int64_t base_channels = 0;        ///< without weights: 0 = 32 (the hdssl preset); with weights: 0 = the file's
   int64_t levels = 0;               ///< likewise, 0 = 5 / the file's
   std::string schedule = "intended";  ///< finetune: intended | reference (method.md 7)
+  /// probe: standardise each pyramid channel with its mean / std on training patches before the head
+  /// (nn/feature_standardisation.hpp; [ours], false = the reference's raw features). Ignored when the backbone trains.
+  bool standardise_features = true;
   // ---- optimisation
   std::array<int64_t, 3> patch{{128, 128, 32}};
   int64_t batch = 8;
@@ -83,7 +86,8 @@ inline void to_json(nlohmann::json& j, const DownstreamConfig& c) {
                      {"cache", c.cache},       {"setup", c.setup},
                      {"head", c.head},         {"weights", c.weights},
                      {"base_channels", c.base_channels}, {"levels", c.levels},
-                     {"schedule", c.schedule}, {"patch", c.patch},
+                     {"schedule", c.schedule}, {"standardise_features", c.standardise_features},
+                     {"patch", c.patch},
                      {"batch", c.batch},       {"foreground_fraction", c.foreground_fraction},
                      {"steps", c.steps},       {"lr", c.lr},
                      {"seed", c.seed},         {"max_nonfinite", c.max_nonfinite},
@@ -127,6 +131,7 @@ inline void from_json(const nlohmann::json& j, DownstreamConfig& c) {
       .read<int64_t, 3>("stride", c.stride, 1, int64_t{1} << 20)
       .read<int64_t>("window_batch", c.window_batch, 1, 1 << 16)
       .read("pngs", c.pngs)
+      .read("standardise_features", c.standardise_features)
       .read<int64_t>("checkpoint_every", c.checkpoint_every, 1, big)
       .read<int64_t>("keep_checkpoints", c.keep_checkpoints, 1, 1 << 20)
       .read<int64_t>("log_every", c.log_every, 1, big)

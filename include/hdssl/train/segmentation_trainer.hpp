@@ -312,6 +312,32 @@ class SegmentationTrainer {
     return o;
   }
 
+  /// Sets the probe's standardisation from the frozen backbone's pyramid (eval mode, as the probe sees it)
+  /// on the first kStandardisationBatches training batches: the batches training starts with, so the
+  /// statistics are those of the data the head learns from and a given seed gives the same ones.
+  static constexpr int64_t kStandardisationBatches = 16;
+  void measure_feature_statistics(nn::SegmentationModelImpl& model, const sampling::SegmentationPatchSampler& sampler,
+                                  const std::vector<sampling::LabelledVolume>& train, size_t classes, torch::Device dev) {
+    torch::NoGradGuard no_grad;
+    model.backbone->eval();
+    nn::PyramidMoments moments;
+    for (int64_t b = 0; b < kStandardisationBatches; ++b) {
+      const auto batch = sampler.sample(train, static_cast<int64_t>(classes), static_cast<uint64_t>(b));
+      torch::Tensor x = batch.images.to(dev);
+      if (dev.is_cuda() && c_.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast3d);
+      moments.add(model.backbone->forward(x));
+    }
+    model.standardise->set(moments.means(), moments.stds());
+    const auto s = moments.stds();
+    std::string line;
+    for (size_t i = 0; i < s.size(); ++i) {
+      char buf[48];
+      std::snprintf(buf, sizeof buf, "%s%.3g", i ? ", " : "", s[i].mean().item<double>());
+      line += buf;
+    }
+    say("feature standardisation from " + std::to_string(kStandardisationBatches) + " training batches; mean channel std per level: " + line);
+  }
+
   /// Mean soft Dice over the validation volumes and classes (whole volumes, sliding windows).
   double validate(eval::Segmenter& seg, const std::vector<sampling::LabelledVolume>& val, size_t classes) {
     std::vector<double> means;
@@ -466,6 +492,10 @@ class SegmentationTrainer {
     ProgressLog log(out / "metrics.jsonl", resumed ? step : -1, console_);
 
     const sampling::SegmentationPatchSampler sampler({c_.patch, c_.batch, c_.foreground_fraction}, c_.seed);
+    // A probe's feature standardisation, measured once on the first training batches (a resumed run has it
+    // in its checkpoint).
+    if (c_.setup == "probe" && c_.standardise_features && !resumed)
+      measure_feature_statistics(*model, sampler, data.train, classes.size(), dev);
     const auto best_path = out / "best.safetensors";
     auto save = [&](int64_t at) {
       io::CheckpointRecord r;
