@@ -210,7 +210,8 @@ inline uint32_t bswap32(uint32_t v) {
 
 inline std::string datatype_name(int dt);
 
-/// Checks the parsed fields; header and affine come from nifticlib, the rules are ours.
+/// Checks the parsed fields; the rules are ours (nibabel's where sound, docs/io.md), checked on the raw
+/// fields before nifticlib builds the qform / sform matrices from a header repaired by those rules.
 inline NiftiHeader interpret_header(const std::filesystem::path& p, const unsigned char* raw, int version, bool swapped) {
   NiftiHeader h;
   h.path = p;
@@ -220,8 +221,10 @@ inline NiftiHeader interpret_header(const std::filesystem::path& p, const unsign
   int64_t dim[8];
   double pixdim[8];
   double vox_offset = 0, slope = 0, inter = 0;
+  double quatern[6];  // quatern_b, c, d, qoffset_x, y, z
+  nifti_1_header n1;  // in this machine's byte order
+  nifti_2_header n2;
   if (version == 1) {
-    nifti_1_header n1;
     std::memcpy(&n1, raw, sizeof n1);
     if (swapped) swap_nifti_header(&n1, 1);
     for (int i = 0; i < 8; ++i) { dim[i] = n1.dim[i]; pixdim[i] = n1.pixdim[i]; }
@@ -231,8 +234,9 @@ inline NiftiHeader interpret_header(const std::filesystem::path& p, const unsign
     h.qform_code = n1.qform_code; h.sform_code = n1.sform_code;
     h.xyzt_units = n1.xyzt_units; h.intent_code = n1.intent_code;
     h.description.assign(n1.descrip, strnlen(n1.descrip, sizeof n1.descrip));
+    const float q[6] = {n1.quatern_b, n1.quatern_c, n1.quatern_d, n1.qoffset_x, n1.qoffset_y, n1.qoffset_z};
+    std::copy(q, q + 6, quatern);
   } else {
-    nifti_2_header n2;
     std::memcpy(&n2, raw, sizeof n2);
     if (swapped) swap_nifti_header(&n2, 2);
     for (int i = 0; i < 8; ++i) { dim[i] = n2.dim[i]; pixdim[i] = n2.pixdim[i]; }
@@ -242,6 +246,8 @@ inline NiftiHeader interpret_header(const std::filesystem::path& p, const unsign
     h.qform_code = n2.qform_code; h.sform_code = n2.sform_code;
     h.xyzt_units = n2.xyzt_units; h.intent_code = n2.intent_code;
     h.description.assign(n2.descrip, strnlen(n2.descrip, sizeof n2.descrip));
+    const double q[6] = {n2.quatern_b, n2.quatern_c, n2.quatern_d, n2.qoffset_x, n2.qoffset_y, n2.qoffset_z};
+    std::copy(q, q + 6, quatern);
   }
   const int64_t header_size = version == 1 ? 348 : 540;
 
@@ -278,17 +284,24 @@ inline NiftiHeader interpret_header(const std::filesystem::path& p, const unsign
   if (!std::isfinite(vox_offset) || vox_offset != std::floor(vox_offset) || vox_offset > 9.0e15)
     fail(p, "vox_offset " + std::to_string(vox_offset) + " is not a valid byte offset");
   h.vox_offset = static_cast<int64_t>(vox_offset);
-  if (h.vox_offset < header_size)
-    fail(p, "vox_offset " + std::to_string(h.vox_offset) + " lies inside the " + std::to_string(header_size) + "-byte header");
+  // A single file holds the header, then the 4-byte extension flag, then (extensions and) the data.
+  if (h.vox_offset < header_size + 4)
+    fail(p, "vox_offset " + std::to_string(h.vox_offset) + " lies inside the " + std::to_string(header_size) +
+                "-byte header or its 4-byte extension flag (a single-file NIfTI-" + std::to_string(version) +
+                " needs at least " + std::to_string(header_size + 4) + ")");
 
-  // Spacing of the spatial axes present in the file.
+  // Spacing of the spatial axes present in the file: the magnitude counts (nibabel), since NIfTI encodes
+  // axis flips in the qform's qfac and the sform, never in pixdim; a negative spacing would otherwise
+  // flip the axis in the pixdim affine and be replaced by 1.0 in nifticlib's qform.
   for (int i = 1; i <= std::min<int64_t>(3, dim[0]); ++i) {
-    h.pixdim[static_cast<size_t>(i)] = pixdim[i];
     if (!std::isfinite(pixdim[i]) || pixdim[i] == 0.0)
       fail(p, "pixdim[" + std::to_string(i) + "] = " + std::to_string(pixdim[i]) + " is not a valid voxel spacing (must be finite and non-zero)");
+    h.pixdim[static_cast<size_t>(i)] = std::abs(pixdim[i]);
   }
   for (int i = static_cast<int>(std::min<int64_t>(3, dim[0])) + 1; i <= 3; ++i) h.pixdim[static_cast<size_t>(i)] = 1.0;
-  h.pixdim[0] = pixdim[0];
+  // qfac: -1 flips the qform's third axis; any other value means +1 (the standard, nibabel; nifticlib
+  // would take any negative value for -1).
+  h.pixdim[0] = pixdim[0] == -1.0 ? -1.0 : 1.0;
   for (int i = 4; i < 8; ++i) h.pixdim[static_cast<size_t>(i)] = pixdim[i];
 
   // Intensity scaling: a zero or non-finite slope means none (NIfTI standard, nibabel).
@@ -299,16 +312,36 @@ inline NiftiHeader interpret_header(const std::filesystem::path& p, const unsign
     h.scaled = !(slope == 1.0 && inter == 0.0);
   }
 
+  // Transform codes outside the standard's 0..5 mean nothing: ignored, as nibabel does.
+  if (h.qform_code < 0 || h.qform_code > 5) h.qform_code = 0;
+  if (h.sform_code < 0 || h.sform_code > 5) h.sform_code = 0;
+
   // Affine, nibabel's rule: sform if coded, else qform if coded, else pixdim (x flipped, centred).
+  if (h.sform_code == 0 && h.qform_code > 0) {
+    // nifticlib zeroes a non-finite quaternion or offset (inventing an orientation or an origin) and
+    // renormalises an impossible one (b^2 + c^2 + d^2 > 1, which nibabel refuses): both are refused here.
+    static const char* names[6] = {"quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z"};
+    for (int i = 0; i < 6; ++i)
+      if (!std::isfinite(quatern[i]))
+        fail(p, std::string("the qform's ") + names[i] + " is " + std::to_string(quatern[i]) + " (qform_code " +
+                    std::to_string(h.qform_code) + ", no sform): no orientation can be built from it");
+    const double w2 = 1.0 - (quatern[0] * quatern[0] + quatern[1] * quatern[1] + quatern[2] * quatern[2]);
+    if (w2 < -3 * 1.1920929e-07)  // float32 rounding of a unit quaternion, nibabel's tolerance
+      fail(p, "the qform's quaternion (b, c, d) = (" + std::to_string(quatern[0]) + ", " + std::to_string(quatern[1]) + ", " +
+                  std::to_string(quatern[2]) + ") has b^2 + c^2 + d^2 > 1: not a rotation");
+  }
   if (h.sform_code > 0 || h.qform_code > 0) {
+    // nifticlib builds the matrices from the header as the rules above read it.
     nifti_image* nim = nullptr;
     if (version == 1) {
-      nifti_1_header n1;
-      std::memcpy(&n1, raw, sizeof n1);  // nifticlib swaps on its own
+      for (int i = 0; i < 4; ++i) n1.pixdim[i] = static_cast<float>(h.pixdim[static_cast<size_t>(i)]);
+      n1.qform_code = static_cast<short>(h.qform_code);
+      n1.sform_code = static_cast<short>(h.sform_code);
       nim = nifti_convert_n1hdr2nim(n1, nullptr);
     } else {
-      nifti_2_header n2;
-      std::memcpy(&n2, raw, sizeof n2);
+      for (int i = 0; i < 4; ++i) n2.pixdim[i] = h.pixdim[static_cast<size_t>(i)];
+      n2.qform_code = h.qform_code;
+      n2.sform_code = h.sform_code;
       nim = nifti_convert_n2hdr2nim(n2, nullptr);
     }
     if (!nim) fail(p, "header rejected by nifticlib");
@@ -328,11 +361,34 @@ inline NiftiHeader interpret_header(const std::filesystem::path& p, const unsign
     h.affine_source = "pixdim";
   }
   if (!h.affine.allFinite()) fail(p, "the " + h.affine_source + " affine has non-finite entries");
+  // Degenerate geometry, judged per voxel axis (the columns) so that scale alone never counts: a zero
+  // or implausible voxel size, or axes that (nearly) coincide. Sizes that differ a lot are fine.
   const Eigen::Matrix3d m3 = h.affine.topLeftCorner<3, 3>();
-  const double scale = std::max(1e-300, m3.cwiseAbs().maxCoeff());
-  if (std::abs(m3.determinant()) <= 1e-12 * scale * scale * scale)
-    fail(p, "the " + h.affine_source + " affine is singular (zero voxel size or collinear axes)");
+  for (int c = 0; c < 3; ++c) {
+    const double size = m3.col(c).norm();
+    if (!(size >= 1e-6 && size <= 1e6))
+      fail(p, "the " + h.affine_source + " affine is singular or damaged: voxel axis " + std::to_string(c) + " has a size of " +
+                  std::to_string(size) + " mm (outside 1e-6 .. 1e6 mm)");
+  }
+  const double volume_ratio = std::abs(m3.determinant()) / (m3.col(0).norm() * m3.col(1).norm() * m3.col(2).norm());
+  if (volume_ratio < 1e-6)
+    fail(p, "the " + h.affine_source + " affine is singular: its voxel axes are (nearly) collinear (|det| / product of axis sizes = " +
+                std::to_string(volume_ratio) + ")");
   return h;
+}
+
+/// Finite double values beyond float32's range would load as infinities, counted as "non-finite" voxels
+/// the file never had: refused, naming the largest value, unless the caller keeps the file's type.
+inline void check_float32_range(const std::filesystem::path& p, const torch::Tensor& d, const std::string& when) {
+  if (d.numel() == 0) return;
+  const auto finite = torch::isfinite(d);
+  const double largest = torch::where(finite, d.abs(), torch::zeros_like(d)).max().item<double>();
+  if (largest > static_cast<double>(std::numeric_limits<float>::max())) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.6g", largest);
+    fail(p, std::string("voxel values") + (when.empty() ? "" : " " + when) + " reach " + buf +
+                ", beyond float32's range (3.40282e+38): they cannot load as float32 (load with LoadType::Native to keep float64)");
+  }
 }
 
 /// Reads and validates the header; leaves the reader positioned just after it.
@@ -549,8 +605,11 @@ inline Volume read_nifti(const std::filesystem::path& path, const NiftiReadOptio
         // Scale in double, as the NIfTI standard's float arithmetic allows, then round once.
         torch::Tensor d = detail::to_xyz(raw, torch::kFloat64);
         d.mul_(h.scl_slope).add_(h.scl_inter);
+        detail::check_float32_range(path, d, "after scl_slope / scl_inter");
         t = d.to(torch::kFloat32);
       } else {
+        if (options.load_as == LoadType::Float32 && raw.scalar_type() == torch::kFloat64)
+          detail::check_float32_range(path, raw, "");
         t = detail::to_xyz(raw, options.load_as == LoadType::Float32 ? torch::kFloat32 : raw.scalar_type());
       }
       break;
