@@ -27,7 +27,7 @@ echo "== 2/3 pre-training (hdssl preset, 8 channels x 3 levels, 4 pairs of 32x32
 
 echo "== 3/3 linear probing, pre-trained vs random initialisation, 1 and 4 labelled subjects"
 probe=(--classes "$OUT/cohort/classes.json" "${common[@]}" --patch 32,32,16 --window 32,32,16 --stride 16,16,8
-       --batch 4 --steps 400 --lr 1e-3 --val-every 100 --log-every 100 --checkpoint-every 400)
+       --batch 4 --steps 400 --lr 1e-2 --val-every 100 --log-every 100 --checkpoint-every 400)
 for k in 1 4; do
   "$B/hdssl-linear-eval" --data "$OUT/cohort/labelled-$k.json" --weights "$OUT/pretrain" --out "$OUT/probe-pretrained-$k" "${probe[@]}"
   "$B/hdssl-linear-eval" --data "$OUT/cohort/labelled-$k.json" --weights none --base-channels 8 --levels 3 \
