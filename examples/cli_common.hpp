@@ -3,12 +3,13 @@
 // exceptions to exit statuses, so every driver reports failures the same way.
 //
 // Exit statuses: 0 success; 2 an input (file, option value, data) was refused with an hdssl error;
-// 1 any other failure; CLI11's own codes for malformed command lines (--help exits 0).
+// 1 any other failure (a failed data-parallel peer included); CLI11's own codes for malformed command lines (--help exits 0).
 #include <hdssl/core/error.hpp>
 #include <hdssl/core/threads.hpp>
 
 #include <CLI/CLI.hpp>
 
+#include <cstdlib>
 #include <exception>
 #include <iostream>
 #include <string>
@@ -28,15 +29,21 @@ inline CLI::Option* add_threads_option(CLI::App& app, int& threads) {
 /// Applies the --threads value (hdssl::set_threads); returns the number now in use.
 inline int apply_threads(int threads) { return hdssl::set_threads(threads); }
 
-/// One-line error on stderr: "<program>: error: <message>".
+/// One-line error on stderr: "<program>: error: <message>" ("<program> [rank R]: ..." in a data-parallel run).
 inline void print_error(const std::string& program, const std::string& message) {
-  std::cerr << program << ": error: " << message << std::endl;
+  const char* rank = std::getenv("RANK");
+  const char* world = std::getenv("WORLD_SIZE");
+  const bool ranked = rank && world && std::string(world) != "1";
+  std::cerr << program << (ranked ? " [rank " + std::string(rank) + "]" : std::string()) << ": error: " << message << std::endl;
 }
 
 /// Exit status for an exception escaping a driver, after printing it as one line.
 inline int exit_status_for(const std::string& program, const std::exception_ptr& e) {
   try {
     std::rethrow_exception(e);
+  } catch (const hdssl::DistributedError& err) {  // a peer or the network failed: not this input's fault
+    print_error(program, err.what());
+    return kExitFailure;
   } catch (const hdssl::Error& err) {
     print_error(program, err.what());
     return kExitBadInput;

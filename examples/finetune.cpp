@@ -3,6 +3,7 @@
 // training the same network from scratch (--from-scratch), the baseline of the few-label comparison.
 // Outputs as hdssl-linear-eval.
 #include "cli_common.hpp"
+#include "distributed_flags.hpp"
 #include "downstream_flags.hpp"
 
 #include <hdssl/train/segmentation_trainer.hpp>
@@ -19,10 +20,12 @@ int main(int argc, char** argv) {
   flags.add("--schedule", "schedule", "intended (frozen 1/3 of the steps, then backbone lr 0.1x doubling every steps/150 to 1x) | reference (the published code: BN trains while frozen, then everything at 0.2x lr)");
   bool from_scratch = false;
   app.add_flag("--from-scratch", from_scratch, "train backbone and head from a random initialisation at the full lr (the baseline; no --weights)");
+  hdssl::cli::DistributedFlags distributed(app, flags);
   std::string config_file;
   app.add_option("--config", config_file, "JSON file of options (keys as in OUT/config.json); flags override it")
       ->check(CLI::ExistingFile);
   return hdssl::cli::run(app, argc, argv, [&] {
+    if (const auto status = distributed.launch(argv)) return *status;
     nlohmann::json j = flags.merged(config_file);
     if (from_scratch) {
       if (j.contains("weights") && j["weights"] != "" && j["weights"] != "none")

@@ -3,6 +3,7 @@
 // baseline a pre-trained one must beat. Writes OUT/results.json / results.md (Dice per class and volume),
 // OUT/predictions/ (label maps in each input's geometry + PNGs) and OUT/model.safetensors for hdssl-predict.
 #include "cli_common.hpp"
+#include "distributed_flags.hpp"
 #include "downstream_flags.hpp"
 
 #include <hdssl/train/segmentation_trainer.hpp>
@@ -20,10 +21,12 @@ int main(int argc, char** argv) {
   flags.add("--standardise-features", "standardise_features",
             "standardise each backbone channel by its mean / std on training patches before the head (true/false; "
             "false = the reference's raw features, which leaves an untrained backbone's tiny features unlearnable)");
+  hdssl::cli::DistributedFlags distributed(app, flags);
   std::string config_file;
   app.add_option("--config", config_file, "JSON file of options (keys as in OUT/config.json); flags override it")
       ->check(CLI::ExistingFile);
   return hdssl::cli::run(app, argc, argv, [&] {
+    if (const auto status = distributed.launch(argv)) return *status;
     nlohmann::json j = flags.merged(config_file);
     j["setup"] = "probe";
     hdssl::train::install_stop_handlers();

@@ -4,6 +4,7 @@
 // again with the same --out resumes from the newest checkpoint. See docs/train.md.
 #include "cli_common.hpp"
 #include "config_flags.hpp"
+#include "distributed_flags.hpp"
 
 #include <hdssl/train/run_pretraining.hpp>
 #include <hdssl/train/stop_signal.hpp>
@@ -42,6 +43,7 @@ int main(int argc, char** argv) {
   flags.add("--seed", "seed", "seed of every random stream (initialisation, batches, augmentations)");
   flags.add("--lr", "lr", "Adam learning rate (betas 0.9/0.999, no weight decay, constant)");
   flags.add("--grad-clip", "grad_clip", "global gradient-norm clip (0 = off)");
+  flags.add("--accumulate", "accumulate", "micro-batches of --pairs per rank whose averaged gradients make one step (global batch: ranks x accumulate x pairs)");
   flags.add("--max-nonfinite", "max_nonfinite", "stop after this many non-finite steps in a row (each is skipped)");
   flags.add("--checkpoint-every", "checkpoint_every", "steps between checkpoints (also at the end and on SIGINT/SIGTERM)");
   flags.add("--keep-checkpoints", "keep_checkpoints", "newest checkpoints kept");
@@ -52,15 +54,18 @@ int main(int argc, char** argv) {
   flags.add("--threads", "threads", "thread budget for compute and loader together (0 = every core)");
   flags.add("--loader-threads", "loader_threads", "background batch workers taken from the budget (-1 = auto: 0 on CPU, a quarter on CUDA)");
   flags.add("--prefetch", "prefetch", "batches the loader may prepare ahead");
+  hdssl::cli::DistributedFlags distributed(app, flags);
   std::string config_file;
   app.add_option("--config", config_file, "JSON file of options (keys as in OUT/config.json); flags override it")
       ->check(CLI::ExistingFile);
 
   return hdssl::cli::run(app, argc, argv, [&] {
+    if (const auto status = distributed.launch(argv)) return *status;
     const nlohmann::json effective = flags.merged(config_file);
     const auto config = effective.get<hdssl::train::PretrainConfig>();
     hdssl::train::install_stop_handlers();
     const auto result = hdssl::train::run_pretraining(config);
+    if (hdssl::train::dist::LaunchEnvironment::from_environment().rank != 0) return hdssl::cli::kExitOk;  // rank 0 reports
     std::cout << "steps " << result.step << ", " << result.volumes_used << " volumes used, " << result.volumes_skipped
               << " skipped, " << result.skipped_nonfinite << " non-finite steps skipped, data wait "
               << static_cast<int>(100 * result.data_wait_share + 0.5) << "% of " << result.seconds << " s" << std::endl;

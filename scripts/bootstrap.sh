@@ -22,9 +22,10 @@ JOBS=${JOBS:-$(nproc)}
 #  - python3-torch: Debian's PyTorch (the same 1.13 as libtorch-dev), to check in the tests that PyTorch
 #    loads the backbone weights hdssl writes with strict=True.
 #  - libstb-dev: stb_image_write for the PNG training curves.
+#  - libgloo-dev: the headers of c10d's Gloo backend (data-parallel training; LibTorch links libgloo).
 packages=(build-essential cmake ccache zlib1g-dev
           libtorch-dev libopenblas0-pthread libeigen3-dev nlohmann-json3-dev libnifti2-dev
-          libcli11-dev doctest-dev libbenchmark-dev libstb-dev
+          libcli11-dev doctest-dev libbenchmark-dev libstb-dev libgloo-dev
           mricron-data python3-nibabel python3-torch)
 
 install_missing() {

@@ -25,4 +25,10 @@ struct DataError : Error {
   using Error::Error;
 };
 
+/// Data-parallel training cannot go on: a collective failed or timed out (another rank stopped, the network
+/// failed) or the ranks disagree on what they hold (train/distributed.hpp).
+struct DistributedError : Error {
+  using Error::Error;
+};
+
 }  // namespace hdssl

@@ -13,6 +13,7 @@
 
 #include "hdssl/core/json_options.hpp"
 #include "hdssl/eval/sliding_window.hpp"
+#include "hdssl/train/distributed_options.hpp"
 
 namespace hdssl::train {
 
@@ -59,13 +60,19 @@ struct DownstreamConfig {
   bool bf16 = true;
   bool channels_last = true;
   int threads = 0;
+  DistributedOptions distributed;   ///< data parallel: backend, timeout, bucket size (ranks: the environment)
 
   /// The keys a resumed run may change: how it reports and where it runs. Not `steps`: the fine-tuning
   /// schedule scales with it, so more steps make another run.
   static const std::set<std::string>& resumable_keys() {
     static const std::set<std::string> keys = {"out", "checkpoint_every", "keep_checkpoints", "log_every",
                                                "threads", "cache", "device", "pngs", "window_batch", "fold"};
-    return keys;
+    static const std::set<std::string> all = [] {
+      auto k = keys;
+      k.insert(DistributedOptions::keys().begin(), DistributedOptions::keys().end());
+      return k;
+    }();
+    return all;
   }
 
   eval::SlidingWindowOptions sliding_window() const {
@@ -98,6 +105,7 @@ inline void to_json(nlohmann::json& j, const DownstreamConfig& c) {
                      {"keep_checkpoints", c.keep_checkpoints}, {"log_every", c.log_every},
                      {"device", c.device},     {"bf16", c.bf16},
                      {"channels_last", c.channels_last}, {"threads", c.threads}};
+  add_to_json(j, c.distributed);
 }
 
 /// Strict: an unknown key, a wrong type or an out-of-range value is a ConfigError naming the key.
@@ -138,6 +146,7 @@ inline void from_json(const nlohmann::json& j, DownstreamConfig& c) {
       .read("bf16", c.bf16)
       .read("channels_last", c.channels_last)
       .read<int>("threads", c.threads, 0, 1 << 16);
+  read_options(r, c.distributed);
   if (!(c.lr > 0)) r.fail("lr", "must be > 0");
   if (c.levels == 1) r.fail("levels", "a pyramid needs at least 2 levels (0 = default)");
   if (c.folds == 1) r.fail("folds", "cross-validation needs at least 2 folds (0 = no cross-validation)");

@@ -15,6 +15,7 @@
 #include "hdssl/core/error.hpp"
 #include "hdssl/core/json_options.hpp"
 #include "hdssl/ops/gather_functor.hpp"
+#include "hdssl/train/distributed_options.hpp"
 
 namespace hdssl::train {
 
@@ -44,6 +45,7 @@ struct PretrainConfig {
   double lr = 3e-4;
   double grad_clip = 1.0;
   int64_t max_nonfinite = 10;            ///< stop after this many non-finite steps in a row
+  int64_t accumulate = 1;                ///< micro-batches of `pairs` per rank whose gradients make one step
   // ---- run
   std::string out;                       ///< output folder DIR
   int64_t checkpoint_every = 1000;
@@ -55,13 +57,19 @@ struct PretrainConfig {
   int threads = 0;                       ///< thread budget, 0 = every core
   int loader_threads = -1;               ///< -1 = auto (0 on the CPU, a quarter of the budget on CUDA)
   int64_t prefetch = 4;                  ///< batches the loader may prepare ahead
+  DistributedOptions distributed;        ///< backend, timeout, bucket size (ranks: from the environment)
 
   /// The keys a resumed run may change: how long it runs and how it reports, not what it computes.
   static const std::set<std::string>& resumable_keys() {
     static const std::set<std::string> keys = {"steps", "out", "checkpoint_every", "keep_checkpoints",
                                                "log_every", "threads", "loader_threads", "prefetch",
                                                "cache", "memory_budget_gb", "device"};
-    return keys;
+    static const std::set<std::string> all = [] {
+      auto k = keys;
+      k.insert(DistributedOptions::keys().begin(), DistributedOptions::keys().end());
+      return k;
+    }();
+    return all;
   }
 };
 
@@ -87,6 +95,7 @@ inline void to_json(nlohmann::json& j, const PretrainConfig& c) {
                      {"lr", c.lr},
                      {"grad_clip", c.grad_clip},
                      {"max_nonfinite", c.max_nonfinite},
+                     {"accumulate", c.accumulate},
                      {"out", c.out},
                      {"checkpoint_every", c.checkpoint_every},
                      {"keep_checkpoints", c.keep_checkpoints},
@@ -97,6 +106,7 @@ inline void to_json(nlohmann::json& j, const PretrainConfig& c) {
                      {"threads", c.threads},
                      {"loader_threads", c.loader_threads},
                      {"prefetch", c.prefetch}};
+  add_to_json(j, c.distributed);
 }
 
 /// Strict: an unknown key, a wrong type or an out-of-range value is a ConfigError naming the key.
@@ -134,6 +144,7 @@ inline void from_json(const nlohmann::json& j, PretrainConfig& c) {
       .read<double>("lr", c.lr, 0.0, any)
       .read<double>("grad_clip", c.grad_clip, 0.0, any)
       .read<int64_t>("max_nonfinite", c.max_nonfinite, 1, big)
+      .read<int64_t>("accumulate", c.accumulate, 1, 1 << 16)
       .read<int64_t>("checkpoint_every", c.checkpoint_every, 1, big)
       .read<int64_t>("keep_checkpoints", c.keep_checkpoints, 1, 1 << 20)
       .read<int64_t>("log_every", c.log_every, 1, big)
@@ -142,6 +153,7 @@ inline void from_json(const nlohmann::json& j, PretrainConfig& c) {
       .read<int>("threads", c.threads, 0, 1 << 16)
       .read<int>("loader_threads", c.loader_threads, -1, 1 << 16)
       .read<int64_t>("prefetch", c.prefetch, 1, 1 << 16);
+  read_options(r, c.distributed);
   if (!(c.temperature > 0)) r.fail("temperature", "must be > 0");
   if (!(c.lr > 0)) r.fail("lr", "must be > 0");
   if (c.levels == 1) r.fail("levels", "a pyramid needs at least 2 levels (0 = the preset's)");

@@ -11,6 +11,13 @@
 // Batch b is a function of (seed, b) alone, so a run resumed from a checkpoint at step s sees exactly the
 // batches the uninterrupted run saw from s on; with the same thread count its losses are bit-identical.
 //
+// Data parallel (train/distributed.hpp; launched by torchrun or --nproc): every rank holds the whole model,
+// takes its own micro-batches (stream index ((step * world + rank) * accumulate + j), so a run is still a
+// function of the seed and resumes exactly), and the gradients are averaged over the ranks before the
+// update (train/gradient_reducer.hpp); the global batch is world x accumulate x pairs. Parameters are
+// broadcast from rank 0 at the start and after a resume, and compared (a digest) at every checkpoint.
+// BatchNorm statistics stay per rank: rank 0's are the ones saved. Only rank 0 prints, logs and writes.
+//
 // Never losing work: checkpoints (model, optimiser, generators, counters, configuration) every
 // `checkpoint_every` steps and at the end, written atomically, the newest `keep_checkpoints` kept; a re-run
 // with the same DIR resumes from the newest one that reads back; SIGINT/SIGTERM (train/stop_signal.hpp)
@@ -49,6 +56,8 @@
 #include "hdssl/sampling/pair_sampler.hpp"
 #include "hdssl/train/checkpoint_store.hpp"
 #include "hdssl/train/curve.hpp"
+#include "hdssl/train/distributed.hpp"
+#include "hdssl/train/gradient_reducer.hpp"
 #include "hdssl/train/prefetcher.hpp"
 #include "hdssl/train/pretrain_config.hpp"
 #include "hdssl/train/progress.hpp"
@@ -86,16 +95,23 @@ struct RunResources {
 /// --device auto|cpu|cuda and the thread budget: the loader's workers are taken from --threads, the rest
 /// is LibTorch's intra-op pool. Auto loader threads: 0 on the CPU (the step, not the data, is the
 /// bottleneck there; batches are built between steps with the whole pool), a quarter of the budget
-/// (at least 2) on CUDA, where the data must keep up with a fast step.
-inline RunResources resolve_resources(const PretrainConfig& c) {
+/// (at least 2) on CUDA, where the data must keep up with a fast step. With several ranks on one machine
+/// (`env`), each rank's default budget is its share of the cores, and rank r uses GPU LOCAL_RANK.
+inline RunResources resolve_resources(const PretrainConfig& c, const dist::LaunchEnvironment& env = {}) {
   RunResources r;
   const bool cuda_ok = torch::cuda::is_available() && ops::compat::cuda_ops_available();
   if (c.device == "cuda" && !cuda_ok)
     throw ConfigError("pretraining option 'device': cuda was asked for, but " +
                       std::string(torch::cuda::is_available() ? "hdssl was built without its CUDA ops"
                                                               : "no CUDA device is visible to this LibTorch"));
-  r.device = (c.device == "cuda" || (c.device == "auto" && cuda_ok)) ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-  const int budget = c.threads > 0 ? c.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const bool use_cuda = c.device == "cuda" || (c.device == "auto" && cuda_ok);
+  r.device = use_cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank)) : torch::Device(torch::kCPU);
+  if (use_cuda && env.local_rank >= static_cast<int>(torch::cuda::device_count()))
+    throw ConfigError("LOCAL_RANK " + std::to_string(env.local_rank) + ": this machine has only " +
+                      std::to_string(torch::cuda::device_count()) + " CUDA devices (one rank per GPU)");
+  const int local_ranks = std::max(1, env.local_world_size());
+  const int budget = c.threads > 0 ? c.threads
+                                   : std::max(1, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) / local_ranks);
   r.loader_threads = c.loader_threads >= 0 ? c.loader_threads : (r.device.is_cuda() ? std::max(2, budget / 4) : 0);
   r.intra_op_threads = std::max(1, budget - r.loader_threads);
   return r;
@@ -106,13 +122,15 @@ class Pretrainer {
  public:
   using Model = nn::PretrainModel<Preset>;
 
-  /// Test and embedding hooks: `on_losses` sees (and may change) each step's losses before backward.
+  /// Test and embedding hooks: `on_losses` sees (and may change) each step's losses before backward;
+  /// `on_finished` sees the trained model on every rank when the loop has ended (finished or stopped).
   struct Hooks {
     std::function<void(int64_t step, nn::PretrainLosses&)> on_losses;
+    std::function<void(const torch::nn::Module&)> on_finished;
   };
 
   Pretrainer(PretrainConfig config, std::string preset_name, std::ostream& console = std::cout, Hooks hooks = {})
-      : c_(std::move(config)), preset_name_(std::move(preset_name)), console_(console), hooks_(std::move(hooks)) {}
+      : c_(std::move(config)), preset_name_(std::move(preset_name)), console_(&console), hooks_(std::move(hooks)) {}
 
   /// The options the model is built from (the configuration's numbers, 0 = the preset's).
   nn::PretrainOptions model_options() const {
@@ -126,8 +144,12 @@ class Pretrainer {
 
   PretrainResult run() {
     check_config();
-    const RunResources res = resolve_resources(c_);
+    const dist::LaunchEnvironment env = dist::LaunchEnvironment::from_environment();
+    const RunResources res = resolve_resources(c_, env);
     hdssl::set_threads(res.intra_op_threads);
+    const dist::ProcessGroup group = dist::ProcessGroup::join(env, c_.distributed, res.device);
+    const bool main_rank = group.is_main();
+    if (!main_rank) console_ = &null_console_;  // one voice: rank 0's
     const std::filesystem::path out(c_.out);
     std::error_code ec;
     std::filesystem::create_directories(out, ec);
@@ -138,7 +160,10 @@ class Pretrainer {
         std::to_string(c_.pairs) + " pairs of " + std::to_string(c_.patch[0]) + "x" + std::to_string(c_.patch[1]) +
         "x" + std::to_string(c_.patch[2]) + ", " + std::to_string(c_.steps) + " steps, device " + res.device.str() +
         ", " + std::to_string(res.intra_op_threads) + " compute + " + std::to_string(res.loader_threads) +
-        " loader threads");
+        " loader threads" +
+        (group.distributed() ? ", " + std::to_string(group.size()) + " ranks (" + group.backend_name() + "), global batch " +
+                                   std::to_string(group.size() * c_.accumulate * c_.pairs) + " pairs"
+                             : c_.accumulate > 1 ? ", " + std::to_string(c_.accumulate * c_.pairs) + " pairs per step" : ""));
 
     // ---- data
     const data::Datalist list = data::read_datalist(c_.data);
@@ -155,6 +180,8 @@ class Pretrainer {
                     [&](const std::string& s) { say(s); });
     say(std::to_string(pool.size()) + " usable volumes (" + std::to_string(pool.skipped().size()) + " skipped), " +
         std::to_string(static_cast<int64_t>(pool.resident_bytes() / 1e6)) + " MB held in memory");
+    // Batch b draws volumes by index into the pool: every rank must hold the same list.
+    group.require_agreement(static_cast<int64_t>(pool.size()), "the number of usable training volumes");
 
     // ---- model and optimiser (the same initialisation for a fresh and a resumed run)
     torch::manual_seed(c_.seed);
@@ -186,39 +213,77 @@ class Pretrainer {
       throw IoError("output folder '" + out.string() + "' holds checkpoints but none reads back (see above); "
                     "move them away to start afresh");
     if (resumed) say("resuming from " + resumed->string() + " at step " + std::to_string(step));
-    io::write_text_atomically(out / "config.json", config_json.dump(2) + "\n");
-    ProgressLog log(out / "metrics.jsonl", resumed ? step : -1, console_);
+    if (group.distributed()) {
+      group.require_agreement(step, "the step resumed from (every rank must see the same output folder)");
+      std::vector<torch::Tensor> state_tensors = model->parameters();
+      for (const auto& b : model->buffers()) state_tensors.push_back(b);
+      group.broadcast_from_main(state_tensors, "broadcasting rank 0's parameters and buffers");
+      if (resumed && state.world_size != group.size())
+        say("warning: the run was at " + std::to_string(state.world_size) + " ranks, now " + std::to_string(group.size()) +
+            ": from here on its batches differ from an uninterrupted run's");
+    }
+    state.world_size = group.size();
+    std::optional<ProgressLog> log;
+    if (main_rank) {
+      io::write_text_atomically(out / "config.json", config_json.dump(2) + "\n");
+      log.emplace(out / "metrics.jsonl", resumed ? step : -1, *console_);
+    }
 
     // ---- the loop
     PretrainResult result;
     result.volumes_used = static_cast<int64_t>(pool.size());
     result.volumes_skipped = static_cast<int64_t>(pool.skipped().size());
     result.checkpoint = resumed.value_or(std::filesystem::path());
+    const std::vector<torch::Tensor> params = model->parameters();
     auto save = [&](int64_t at) {
+      // Replicas that drifted apart would each be wrong in its own way: compared before every checkpoint.
+      if (group.distributed()) group.require_agreement(dist::bytes_digest(params), "the parameters (a digest of their bytes)");
+      result.checkpoint = store.path_for(at);
+      if (!main_rank) return;
       io::CheckpointRecord r;
       r.preset = preset_name_;
       r.options = config_json;
       r.step = at;
       r.state = state.to_json();
       store.save(*model, optimizer, r);
-      result.checkpoint = store.path_for(at);
-      write_curve_png(out / "curve.png", read_metrics(log.path()), curve_series(), "hdssl pre-training: " + preset_name_);
+      write_curve_png(out / "curve.png", read_metrics(log->path()), curve_series(), "hdssl pre-training: " + preset_name_);
     };
-    const std::vector<torch::Tensor> params = model->parameters();
+    dist::GradientReducer reducer(group, params, c_.distributed.bucket_mb);
     const auto loop_start = std::chrono::steady_clock::now();
     double total_wait = 0, interval_wait = 0;
     auto interval_start = loop_start;
     int64_t interval_steps = 0;
     const double elapsed_before = state.elapsed;
     {
-      Prefetcher<Batch> loader([&](int64_t b, Batch& out_batch) { make_batch(b, sampler, augmentations, pool, out_batch); },
-                               res.loader_threads, c_.prefetch, step, c_.steps);
+      // The loader counts micro-batches m = step * accumulate + j; each is drawn from this rank's stream.
+      const int64_t k = c_.accumulate, world = group.size(), rank = group.rank();
+      Prefetcher<Batch> loader(
+          [&](int64_t m, Batch& out_batch) {
+            make_batch(((m / k) * world + rank) * k + m % k, sampler, augmentations, pool, out_batch);
+          },
+          res.loader_threads, c_.prefetch, step * k, c_.steps * k);
       while (step < c_.steps) {
-        double waited = 0;
-        Batch batch = loader.next(&waited);
-        total_wait += waited;
-        interval_wait += waited;
-        const StepOutcome o = train_step(*model, optimizer, params, batch, res.device, step);
+        std::vector<Batch> micro;
+        for (int64_t j = 0; j < k; ++j) {
+          double waited = 0;
+          micro.push_back(loader.next(&waited));
+          total_wait += waited;
+          interval_wait += waited;
+        }
+        StepOutcome o = train_step(*model, optimizer, params, micro, reducer, res.device, step);
+        // One small all-reduce: the losses averaged over the ranks for the log, and a stop signal seen by
+        // any rank stops all of them at the same step.
+        const int sig_now = stop_requested();
+        if (group.distributed()) {
+          torch::Tensor t = torch::tensor({o.loss, o.loss_nce, o.loss_rec, sig_now ? 1.0 : 0.0}, torch::kFloat64);
+          group.all_reduce_sum(t, "step " + std::to_string(step + 1) + " losses");
+          o.loss = t[0].item<double>() / world;
+          o.loss_nce = t[1].item<double>() / world;
+          o.loss_rec = t[2].item<double>() / world;
+          stop_votes_ = t[3].item<double>() > 0 ? (sig_now ? sig_now : SIGTERM) : 0;
+        } else {
+          stop_votes_ = sig_now;
+        }
         ++step;
         ++interval_steps;
         state.elapsed = elapsed_before + seconds_since(loop_start);
@@ -251,13 +316,13 @@ class Pretrainer {
                                 {"skipped_nonfinite", state.skipped_nonfinite},
                                 {"volumes_skipped", result.volumes_skipped}};
           if (Preset::reconstruction) rec["loss_rec"] = o.loss_rec;
-          log.log(rec, progress_line(rec, rate));
+          if (log) log->log(rec, progress_line(rec, rate));
           interval_start = std::chrono::steady_clock::now();
           interval_steps = 0;
           interval_wait = 0;
         }
         if (step % c_.checkpoint_every == 0 || step == c_.steps) save(step);
-        if (const int sig = stop_requested()) {
+        if (const int sig = stop_votes_) {
           if (result.checkpoint != store.path_for(step)) save(step);
           result.outcome = PretrainResult::Outcome::stopped;
           say("stopped by signal " + std::to_string(sig) + " at step " + std::to_string(step) + "; checkpoint " +
@@ -266,13 +331,14 @@ class Pretrainer {
         }
       }
     }
+    if (hooks_.on_finished) hooks_.on_finished(*model);
     result.step = step;
     result.skipped_nonfinite = state.skipped_nonfinite;
     result.seconds = seconds_since(loop_start);
     result.data_wait_share = total_wait / std::max(1e-9, result.seconds);
     if (result.outcome == PretrainResult::Outcome::completed) {
       if (result.checkpoint != store.path_for(step) && step > 0) save(step);
-      write_outputs(*model, out);
+      if (main_rank) write_outputs(*model, out);
       say("done: " + std::to_string(step) + " steps; backbone weights in " + (out / "backbone.safetensors").string());
     }
     return result;
@@ -283,11 +349,14 @@ class Pretrainer {
   struct State {
     int64_t skipped_nonfinite = 0, consecutive_nonfinite = 0;
     double elapsed = 0;  ///< training seconds over every invocation of the run
+    int world_size = 1;  ///< ranks of the invocation that wrote the checkpoint
     nlohmann::json to_json() const {
-      return {{"skipped_nonfinite", skipped_nonfinite}, {"consecutive_nonfinite", consecutive_nonfinite}, {"elapsed", elapsed}};
+      return {{"skipped_nonfinite", skipped_nonfinite}, {"consecutive_nonfinite", consecutive_nonfinite}, {"elapsed", elapsed},
+              {"world_size", world_size}};
     }
     static State from_json(const nlohmann::json& j) {
       State s;
+      s.world_size = j.value("world_size", 1);
       s.skipped_nonfinite = j.value("skipped_nonfinite", int64_t{0});
       s.consecutive_nonfinite = j.value("consecutive_nonfinite", int64_t{0});
       s.elapsed = j.value("elapsed", 0.0);
@@ -307,7 +376,7 @@ class Pretrainer {
     double loss = 0, loss_nce = 0, loss_rec = 0, grad_norm = 0;
   };
 
-  void say(const std::string& s) { console_ << s << std::endl; }
+  void say(const std::string& s) { *console_ << s << std::endl; }
 
   void check_config() const {
     if (c_.data.empty()) throw ConfigError("pretraining option 'data': required (a folder of NIfTI files or a datalist JSON)");
@@ -366,9 +435,12 @@ class Pretrainer {
     augmentations.augment_pair_into(in1, in2, out.views1, out.views2, static_cast<uint64_t>(b));
   }
 
+  /// One optimiser step over this rank's micro-batches: forward and backward of each (its loss divided by
+  /// their number), gradients averaged over the ranks, clip, Adam. A non-finite loss on any micro-batch of
+  /// any rank, or a non-finite averaged gradient, skips the update on every rank alike.
   StepOutcome train_step(typename Model::Impl& model, torch::optim::Adam& optimizer,
-                         const std::vector<torch::Tensor>& params, const Batch& batch, const torch::Device& device,
-                         int64_t step) {
+                         const std::vector<torch::Tensor>& params, const std::vector<Batch>& micro,
+                         dist::GradientReducer& reducer, const torch::Device& device, int64_t step) {
     const bool cuda = device.is_cuda();
     const auto memory_format = cuda && c_.channels_last ? at::MemoryFormat::ChannelsLast3d : at::MemoryFormat::Contiguous;
     auto upload = [&](const torch::Tensor& t, bool image) {
@@ -376,18 +448,6 @@ class Pretrainer {
       auto d = t.to(device, /*non_blocking=*/true);
       return image ? d.contiguous(memory_format) : d;
     };
-    nn::PretrainBatch pb;
-    pb.view1 = upload(batch.views1, true);
-    pb.view2 = upload(batch.views2, true);
-    pb.voxels1 = upload(batch.pairs.positives1, false);
-    pb.voxels2 = upload(batch.pairs.positives2, false);
-    if constexpr (Preset::reconstruction) {
-      pb.target1 = upload(batch.pairs.view1, true);
-      pb.target2 = upload(batch.pairs.view2, true);
-    }
-    // The sampler's rows lie inside the patch by construction: no device read to check them again.
-    pb.index_check = nn::IndexCheck::shapes;
-
     // BatchNorm statistics change in forward: kept aside so that a skipped step leaves no trace.
     std::vector<torch::Tensor> buffers, saved;
     for (auto& b : model.buffers()) {
@@ -396,22 +456,44 @@ class Pretrainer {
     }
     model.train();
     optimizer.zero_grad();
-    nn::PretrainLosses losses;
-    {
-      ops::compat::CudaBf16Autocast autocast(cuda && c_.bf16);
-      losses = model.forward(pb);
-    }
-    if (hooks_.on_losses) hooks_.on_losses(step, losses);
     StepOutcome o;
-    o.loss = losses.total.item<double>();
-    o.loss_nce = losses.info_nce.item<double>();
-    if (losses.reconstruction.defined()) o.loss_rec = losses.reconstruction.item<double>();
-    if (std::isfinite(o.loss)) {
-      losses.total.backward();
+    const auto n = static_cast<double>(micro.size());
+    for (size_t j = 0; j < micro.size(); ++j) {
+      const Batch& batch = micro[j];
+      nn::PretrainBatch pb;
+      pb.view1 = upload(batch.views1, true);
+      pb.view2 = upload(batch.views2, true);
+      pb.voxels1 = upload(batch.pairs.positives1, false);
+      pb.voxels2 = upload(batch.pairs.positives2, false);
+      if constexpr (Preset::reconstruction) {
+        pb.target1 = upload(batch.pairs.view1, true);
+        pb.target2 = upload(batch.pairs.view2, true);
+      }
+      // The sampler's rows lie inside the patch by construction: no device read to check them again.
+      pb.index_check = nn::IndexCheck::shapes;
+      nn::PretrainLosses losses;
+      {
+        ops::compat::CudaBf16Autocast autocast(cuda && c_.bf16);
+        losses = model.forward(pb);
+      }
+      if (hooks_.on_losses) hooks_.on_losses(step, losses);
+      const double loss = losses.total.item<double>();
+      o.loss += loss / n;
+      o.loss_nce += losses.info_nce.item<double>() / n;
+      if (losses.reconstruction.defined()) o.loss_rec += losses.reconstruction.item<double>() / n;
+      const bool last = j + 1 == micro.size();
+      if (last) reducer.prepare();  // the gradient is complete after this backward: reduce it as it comes
+      if (!std::isfinite(loss)) o.finite = false, o.what = "loss";
+      if (!o.finite) {
+        if (last) reducer.poison();
+        continue;
+      }
+      (n > 1 ? losses.total / n : losses.total).backward();
+    }
+    reducer.finish();
+    if (o.finite) {
       o.grad_norm = ops::compat::clip_grad_norm(params, c_.grad_clip > 0 ? c_.grad_clip : INFINITY);
       if (!std::isfinite(o.grad_norm)) o.finite = false, o.what = "gradient norm";
-    } else {
-      o.finite = false, o.what = "loss";
     }
     if (o.finite) {
       optimizer.step();
@@ -464,8 +546,10 @@ class Pretrainer {
 
   PretrainConfig c_;
   std::string preset_name_;
-  std::ostream& console_;
+  std::ostream* console_;
+  NullStream null_console_;
   Hooks hooks_;
+  int stop_votes_ = 0;  ///< the signal that stops every rank after this step (0: go on)
 };
 
 }  // namespace hdssl::train

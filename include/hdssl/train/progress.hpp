@@ -23,6 +23,11 @@
 
 namespace hdssl::train {
 
+/// A stream that drops what it is given: the console of every rank but rank 0 in data-parallel training.
+struct NullStream : std::ostream {
+  NullStream() : std::ostream(nullptr) {}
+};
+
 /// "4.2 s", "3 min 05 s", "2 h 07 min", "3 d 04 h": what an ETA reads like.
 inline std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";

@@ -25,6 +25,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -46,8 +47,10 @@
 #include "hdssl/sampling/segmentation_patches.hpp"
 #include "hdssl/train/checkpoint_store.hpp"
 #include "hdssl/train/curve.hpp"
+#include "hdssl/train/distributed.hpp"
 #include "hdssl/train/downstream_config.hpp"
 #include "hdssl/train/finetune_schedule.hpp"
+#include "hdssl/train/gradient_reducer.hpp"
 #include "hdssl/train/pretrain_config.hpp"
 #include "hdssl/train/progress.hpp"
 #include "hdssl/train/stop_signal.hpp"
@@ -116,12 +119,18 @@ inline std::string results_markdown(const nlohmann::ordered_json& r) {
 class SegmentationTrainer {
  public:
   explicit SegmentationTrainer(DownstreamConfig config, std::ostream& console = std::cout)
-      : c_(std::move(config)), console_(console) {}
+      : c_(std::move(config)), console_(&console) {}
 
   /// Trains and evaluates (every fold with cross-validation); writes DIR/results.json and results.md.
   DownstreamResult run() {
     if (c_.data.empty()) throw ConfigError("downstream option 'data': required (a MONAI datalist JSON with labels)");
     if (c_.out.empty()) throw ConfigError("downstream option 'out': required (the output folder)");
+    // Data parallel (train/distributed.hpp) as in pre-training: rank r takes the patches of stream
+    // step * world + r, gradients are averaged over the ranks, and rank 0 alone validates, logs, writes
+    // checkpoints and models and scores the test list (the other ranks wait at the next step, or stop).
+    env_ = dist::LaunchEnvironment::from_environment();
+    group_ = dist::ProcessGroup::join(env_, c_.distributed, device());
+    if (!group_.is_main()) console_ = &null_console_;
     if (c_.setup == "probe" && weights_none() )
       say("note: probing a random-initialised backbone (--weights none): the baseline a pre-trained one must beat");
     const data::Datalist list = data::read_datalist(c_.data);
@@ -155,6 +164,7 @@ class SegmentationTrainer {
       result = run_split(list, out);
       if (result.stopped) return result;
     }
+    if (!group_.is_main()) return result;
     io::write_text_atomically(out / "results.json", result.results.dump(2) + "\n");
     io::write_text_atomically(out / "results.md", results_markdown(result.results));
     if (result.results.contains("mean_dice")) {
@@ -194,7 +204,7 @@ class SegmentationTrainer {
     std::vector<sampling::LabelledVolume> train, val;
   };
 
-  void say(const std::string& s) { console_ << s << std::endl; }
+  void say(const std::string& s) { *console_ << s << std::endl; }
   bool weights_none() const { return c_.weights.empty() || c_.weights == "none"; }
   static void make_folder(const std::filesystem::path& p) {
     std::error_code ec;
@@ -217,7 +227,9 @@ class SegmentationTrainer {
   torch::Device device() const {
     const bool cuda_ok = torch::cuda::is_available() && ops::compat::cuda_ops_available();
     if (c_.device == "cuda" && !cuda_ok) throw ConfigError("downstream option 'device': cuda was asked for, but no CUDA device is usable");
-    return (c_.device == "cuda" || (c_.device == "auto" && cuda_ok)) ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+    return (c_.device == "cuda" || (c_.device == "auto" && cuda_ok))
+               ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env_.local_rank))
+               : torch::Device(torch::kCPU);
   }
 
   /// The classes: as given, or every label value found in the training label maps.
@@ -421,6 +433,9 @@ class SegmentationTrainer {
     make_folder(out);
     const torch::Device dev = device();
     if (c_.threads > 0) hdssl::set_threads(c_.threads);
+    else if (env_.local_world_size() > 1)  // ranks on one machine share its cores
+      hdssl::set_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / env_.local_world_size()));
+    const bool main_rank = group_.is_main();
     preprocess::PreprocessCache cache(c_.cache.empty() ? out / "cache" : std::filesystem::path(c_.cache));
     cache.set_warning_handler([this](const std::string& w) { say("warning: " + w); });
     eval::ClassMap classes;
@@ -488,27 +503,43 @@ class SegmentationTrainer {
     if (!resumed && !store.list().empty())
       throw IoError("output folder '" + out.string() + "' holds checkpoints but none reads back (see above)");
     if (resumed) say("resuming from " + resumed->string() + " at step " + std::to_string(step));
-    io::write_text_atomically(out / "config.json", config_json.dump(2) + "\n");
-    ProgressLog log(out / "metrics.jsonl", resumed ? step : -1, console_);
+    std::optional<ProgressLog> log;
+    if (main_rank) {
+      io::write_text_atomically(out / "config.json", config_json.dump(2) + "\n");
+      log.emplace(out / "metrics.jsonl", resumed ? step : -1, *console_);
+    }
 
     const sampling::SegmentationPatchSampler sampler({c_.patch, c_.batch, c_.foreground_fraction}, c_.seed);
     // A probe's feature standardisation, measured once on the first training batches (a resumed run has it
     // in its checkpoint).
     if (c_.setup == "probe" && c_.standardise_features && !resumed)
       measure_feature_statistics(*model, sampler, data.train, classes.size(), dev);
+    std::vector<torch::Tensor> trained = model->head_parameters();
+    if (c_.setup != "probe")
+      for (const auto& p : model->backbone->parameters()) trained.push_back(p);
+    if (group_.distributed()) {
+      group_.require_agreement(step, "the step resumed from (every rank must see the same output folder)");
+      std::vector<torch::Tensor> all = model->parameters();
+      for (const auto& b : model->buffers()) all.push_back(b);
+      group_.broadcast_from_main(all, "broadcasting rank 0's parameters and buffers");
+    }
+    dist::GradientReducer reducer(group_, trained, c_.distributed.bucket_mb);
     const auto best_path = out / "best.safetensors";
     auto save = [&](int64_t at) {
+      if (group_.distributed())
+        group_.require_agreement(dist::bytes_digest(model->parameters()), "the parameters (a digest of their bytes)");
+      if (!main_rank) return;
       io::CheckpointRecord r;
       r.preset = kind;
       r.options = config_json;
       r.step = at;
       r.state = state.to_json();
       store.save(*model, optimizer, r);
-      write_curve_png(out / "curve.png", read_metrics(log.path()),
+      write_curve_png(out / "curve.png", read_metrics(log->path()),
                       {{"loss", "BCE + soft Dice"}, {"val_dice", "validation Dice"}}, title().substr(0, title().find(':')));
     };
     auto run_validation = [&](int64_t at) {
-      if (data.val.empty()) return;
+      if (data.val.empty() || !main_rank) return;
       const double d = validate(segmenter, data.val, classes.size());
       const bool best = d > state.best_dice;
       if (best) {
@@ -516,7 +547,7 @@ class SegmentationTrainer {
         state.best_step = at;
         eval::save_segmentation_model(best_path, model, record);
       }
-      log.log({{"step", at}, {"val_dice", d}, {"best_val_dice", state.best_dice}},
+      log->log({{"step", at}, {"val_dice", d}, {"best_val_dice", state.best_dice}},
               "step " + std::to_string(at) + "  validation Dice " + short_dice(d) + (best ? "  (best so far)" : "") );
     };
 
@@ -534,7 +565,8 @@ class SegmentationTrainer {
       auto& groups_now = optimizer.param_groups();
       static_cast<torch::optim::AdamOptions&>(groups_now[0].options()).lr(phase.head_lr);
       if (groups_now.size() > 1) static_cast<torch::optim::AdamOptions&>(groups_now[1].options()).lr(phase.backbone_lr);
-      const auto batch = sampler.sample(data.train, static_cast<int64_t>(classes.size()), static_cast<uint64_t>(step));
+      const auto batch = sampler.sample(data.train, static_cast<int64_t>(classes.size()),
+                                        static_cast<uint64_t>(step * group_.size() + group_.rank()));
       model->train();
       model->backbone->train(phase.batchnorm_train);
       std::vector<torch::Tensor> buffers, saved;
@@ -548,12 +580,20 @@ class SegmentationTrainer {
         const auto logits = model->forward(x, !phase.trainable);
         loss = loss::segmentation_loss(logits.to(torch::kFloat32), y);
       }
-      const double lv = loss.item<double>();
+      double lv = loss.item<double>();
       bool finite = std::isfinite(lv);
-      if (finite) {
-        loss.backward();
-        // One reduction over every gradient (no clipping downstream: max norm infinite).
-        finite = std::isfinite(ops::compat::clip_grad_norm(model->parameters(), INFINITY));
+      reducer.prepare();
+      if (finite) loss.backward();
+      else reducer.poison();  // every rank skips this step
+      reducer.finish();
+      // One reduction over every gradient (no clipping downstream: max norm infinite).
+      if (finite) finite = std::isfinite(ops::compat::clip_grad_norm(model->parameters(), INFINITY));
+      int stop_vote = stop_requested();
+      if (group_.distributed()) {  // the loss averaged for the log; a signal on any rank stops all
+        auto t = torch::tensor({lv, stop_vote ? 1.0 : 0.0}, torch::kFloat64);
+        group_.all_reduce_sum(t, "step " + std::to_string(step + 1) + " loss");
+        lv = t[0].item<double>() / group_.size();
+        stop_vote = t[1].item<double>() > 0 ? (stop_vote ? stop_vote : SIGTERM) : 0;
       }
       if (finite) {
         optimizer.step();
@@ -579,7 +619,7 @@ class SegmentationTrainer {
         std::snprintf(line, sizeof line, "step %lld/%lld  loss %.4f  lr head %.2e backbone %.2e%s  %.3g steps/s  ETA %s",
                       static_cast<long long>(step), static_cast<long long>(c_.steps), lv, phase.head_lr, phase.backbone_lr,
                       phase.trainable ? "" : " (frozen)", rate, format_duration((c_.steps - step) / std::max(1e-9, rate)).c_str());
-        log.log({{"step", step}, {"loss", lv}, {"lr_head", phase.head_lr}, {"lr_backbone", phase.backbone_lr},
+        if (log) log->log({{"step", step}, {"loss", lv}, {"lr_head", phase.head_lr}, {"lr_backbone", phase.backbone_lr},
                  {"backbone_trainable", phase.trainable}, {"steps_per_s", rate}, {"time", state.elapsed}}, line);
         interval = std::chrono::steady_clock::now();
         interval_steps = 0;
@@ -587,7 +627,7 @@ class SegmentationTrainer {
       if (c_.val_every > 0 && step % c_.val_every == 0 && step != c_.steps) run_validation(step);
       if (step == c_.steps) run_validation(step);
       if (step % c_.checkpoint_every == 0 || step == c_.steps) save(step);
-      if (const int sig = stop_requested()) {
+      if (const int sig = stop_vote) {
         if (step % c_.checkpoint_every != 0 && step != c_.steps) save(step);
         say("stopped by signal " + std::to_string(sig) + " at step " + std::to_string(step) +
             ". Run the same command again to resume.");
@@ -596,6 +636,7 @@ class SegmentationTrainer {
       }
     }
     if (c_.steps == 0) run_validation(0);
+    if (!main_rank) return result;  // rank 0 keeps the model and scores the test list
 
     // ---- the model to keep: the best by validation Dice, else the last
     std::filesystem::path kept = out / "model.safetensors";
@@ -625,7 +666,10 @@ class SegmentationTrainer {
   }
 
   DownstreamConfig c_;
-  std::ostream& console_;
+  std::ostream* console_;
+  NullStream null_console_;
+  dist::LaunchEnvironment env_;
+  dist::ProcessGroup group_;
 };
 
 }  // namespace hdssl::train
