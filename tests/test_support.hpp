@@ -1,10 +1,13 @@
 #pragma once
 // Helpers shared by the test executables: paths to real data, temporary folders.
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fcntl.h>
@@ -53,7 +56,18 @@ inline int run_shell(const std::string& command, std::string* output = nullptr) 
 /// A child process started without a shell (so signals reach it directly), output to `log`.
 struct Child {
   pid_t pid = -1;
-  Child(const std::vector<std::string>& argv, const std::filesystem::path& log) {
+  /// `env`: variables set (or replaced) for the child on top of this process's environment.
+  Child(const std::vector<std::string>& argv, const std::filesystem::path& log,
+        const std::map<std::string, std::string>& env = {}) {
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e; ++e) {
+      const std::string v(*e);
+      if (!env.count(v.substr(0, v.find('=')))) env_strings.push_back(v);
+    }
+    for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+    std::vector<char*> envp;
+    for (auto& v : env_strings) envp.push_back(v.data());
+    envp.push_back(nullptr);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -61,7 +75,7 @@ struct Child {
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
-    if (posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ) != 0) pid = -1;
+    if (posix_spawn(&pid, args[0], &fa, nullptr, args.data(), envp.data()) != 0) pid = -1;
     posix_spawn_file_actions_destroy(&fa);
   }
   void signal(int sig) const { ::kill(pid, sig); }
@@ -71,6 +85,19 @@ struct Child {
     waitpid(pid, &status, 0);
     pid = -1;
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  }
+  /// Exit status as wait(), or -1 (the child still running, and killed) after `seconds`.
+  int wait_for(double seconds) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (std::chrono::steady_clock::now() < until) {
+      int status = 0;
+      if (waitpid(pid, &status, WNOHANG) == pid) {
+        pid = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return -1;
   }
   ~Child() {
     if (pid > 0) {

@@ -182,6 +182,26 @@ TEST_CASE("a downstream run resumed from its checkpoint repeats the uninterrupte
   CHECK_MESSAGE(log.find("steps (was 8, now 12)") != std::string::npos, log);
 }
 
+TEST_CASE("fine-tuning as two data-parallel ranks (--nproc 2): rank 0 alone validates, writes and scores the test list") {
+  auto& c = small_case();
+  const fs::path out = c.tmp / "two-ranks";
+  std::string log;
+  REQUIRE_MESSAGE(run_shell(bin("hdssl-finetune") + " --nproc 2 --weights " + c.pretrained.string() + " --pngs false" +
+                                tiny(out, 8) + " --threads 1",
+                            &log) == 0,
+                  log);
+  CHECK(log.find("launching 2 ranks") != std::string::npos);
+  // One voice: each progress line and validation once; losses at 2, 4, 6, 8 and validations at 4, 8.
+  CHECK(hdssl::train::read_metrics(out / "metrics.jsonl").size() == 6);
+  size_t lines = 0;
+  for (size_t at = log.find("step 8/8"); at != std::string::npos; at = log.find("step 8/8", at + 1)) ++lines;
+  CHECK(lines == 1);
+  const auto r = read_json(out / "results.json");
+  CHECK(r.at("steps") == 8);
+  CHECK(r.at("mean_dice").get<double>() >= 0);
+  CHECK(fs::exists(out / "model.safetensors"));
+}
+
 TEST_CASE("cross-validation writes its splits and reports every fold and the mean +- std") {
   auto& c = small_case();
   // Three subjects: copies of the case under different names.

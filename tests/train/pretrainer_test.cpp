@@ -17,28 +17,10 @@
 
 namespace fs = std::filesystem;
 using hdssl::train::PretrainConfig;
+using hdssl::test::tiny_config;
 
 namespace {
 
-/// A tiny run on the Colin27 T1 that fits a 2-core machine: 4 channels x 3 levels, 2 pairs of 32x32x16.
-PretrainConfig tiny_config(const fs::path& data, const fs::path& out, const fs::path& cache) {
-  PretrainConfig c;
-  c.data = data.string();
-  c.out = out.string();
-  c.cache = cache.string();
-  c.modality = "mri";
-  c.base_channels = 4;
-  c.levels = 3;
-  c.patch = {32, 32, 16};
-  c.pairs = 2;
-  c.positives = 64;
-  c.steps = 8;
-  c.log_every = 1;
-  c.checkpoint_every = 4;
-  c.threads = 2;
-  c.loader_threads = 0;
-  return c;
-}
 
 
 std::vector<double> logged(const fs::path& out, const std::string& key) {

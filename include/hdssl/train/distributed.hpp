@@ -289,8 +289,10 @@ class ProcessGroup {
       ::c10d::TCPStoreOptions so;
       so.port = static_cast<std::uint16_t>(env.master_port);
       so.isServer = env.rank == 0 && !env.agent_store;
-      if (so.isServer) so.numWorkers = static_cast<size_t>(env.world_size);
-      so.waitWorkers = !env.agent_store;
+      // No waiting for every worker inside the store's constructor (LibTorch 1.13's count of arrived
+      // workers can miss one and then waits forever): Gloo's rendezvous waits for each rank's address under
+      // the same timeout anyway.
+      so.waitWorkers = false;
       so.timeout = timeout_;
       c10::intrusive_ptr<::c10d::Store> store = c10::make_intrusive<::c10d::TCPStore>(env.master_addr, so);
       if (env.agent_store)
