@@ -25,6 +25,7 @@ prepare() {
   cp -r /usr/include/doctest "$DEPS/include/"
   cp -r /usr/include/nlohmann "$DEPS/include/"
   cp -r /usr/include/benchmark "$DEPS/include/"
+  cp -r /usr/include/CLI "$DEPS/include/"
   # The SONAME file itself (a plain file: links may not travel).
   cp -L /usr/lib/x86_64-linux-gnu/libbenchmark.so.1debian "$DEPS/lib/libbenchmark.so.1debian"
   du -sh "$DEPS"
@@ -79,10 +80,14 @@ run() {
     cxx_std=20
   fi
   echo "=== C++ standard for LibTorch consumers: $cxx_std"
+  # nccl.h for the NCCL process group: the nvidia-nccl wheel beside PyTorch, else the CUDA toolkit's.
+  local nccl_inc
+  nccl_inc="$(python3 -c 'import os, nvidia.nccl as n; print(os.path.join(list(n.__path__)[0], "include"))' 2>/dev/null || true)"
+  [[ -f "$nccl_inc/nccl.h" ]] || nccl_inc=""
   local cfg=(cmake -S "$ROOT/tests/cuda/standalone" -B "$BUILD/cmake" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release
     -DCMAKE_PREFIX_PATH="$torch_prefix" -DCMAKE_CUDA_COMPILER="$nvcc_bin"
     -DCMAKE_CUDA_ARCHITECTURES="${HDSSL_CUDA_ARCH:-90}" -DHDSSL_GPU_DEPS="$DEPS" -DHDSSL_CUDA_VERBOSE=ON
-    -DHDSSL_CXX_STANDARD="$cxx_std"
+    -DHDSSL_CXX_STANDARD="$cxx_std" ${nccl_inc:+-DHDSSL_NCCL_INCLUDE_DIR="$nccl_inc"}
     ${HDSSL_GPU_CMAKE_ARGS:-})
   rm -rf "$BUILD/cmake"
   step configure 150 "${cfg[@]}"
@@ -102,6 +107,16 @@ run() {
     step test_cuda 120 "$bin/test_cuda" --duration=true
   else
     echo "=== test_cuda: not built"
+  fi
+  if grep -q "bench_distributed" "$BUILD/cmake/Makefile" "$BUILD/cmake/build.ninja" 2>/dev/null; then
+    step build_distributed 200 cmake --build "$BUILD/cmake" -j "$jobs" --target bench_distributed || true
+  fi
+  if [[ -x "$bin/bench_distributed" ]]; then
+    # The NCCL path at world size 1: the all-reduce of the hdssl model's gradients per step (issue: < 2% of a step).
+    step bench_distributed 90 bash -c "MASTER_PORT=29531 '$bin/bench_distributed' --device cuda --backend nccl --alone --iters 20 \
+      | tee '$OUT/bench_distributed.txt'"
+  else
+    echo "=== bench_distributed: not built (see the configure log)"
   fi
   if [[ -x "$bin/bench_kernels" ]]; then
     # JSON on stdout (the results file), the console table on stderr via the log of the step.
