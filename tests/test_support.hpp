@@ -1,5 +1,7 @@
 #pragma once
 // Helpers shared by the test executables: paths to real data, temporary folders.
+#include "hdssl/core/environment.hpp"
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -59,15 +61,8 @@ struct Child {
   /// `env`: variables set (or replaced) for the child on top of this process's environment.
   Child(const std::vector<std::string>& argv, const std::filesystem::path& log,
         const std::map<std::string, std::string>& env = {}) {
-    std::vector<std::string> env_strings;
-    for (char** e = environ; *e; ++e) {
-      const std::string v(*e);
-      if (!env.count(v.substr(0, v.find('=')))) env_strings.push_back(v);
-    }
-    for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
-    std::vector<char*> envp;
-    for (auto& v : env_strings) envp.push_back(v.data());
-    envp.push_back(nullptr);
+    std::vector<std::string> env_strings = environment_with(env);
+    const std::vector<char*> envp = c_strings(env_strings);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);

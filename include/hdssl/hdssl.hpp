@@ -6,6 +6,7 @@
 #include "hdssl/config.hpp"
 
 #include "hdssl/core/dynamic_parallel.hpp"
+#include "hdssl/core/environment.hpp"
 #include "hdssl/core/error.hpp"
 #include "hdssl/core/json_options.hpp"
 #include "hdssl/core/orientation.hpp"

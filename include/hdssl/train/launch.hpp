@@ -22,10 +22,9 @@
 #include <thread>
 #include <vector>
 
+#include "hdssl/core/environment.hpp"
 #include "hdssl/core/error.hpp"
 #include "hdssl/train/distributed.hpp"
-
-extern char** environ;
 
 namespace hdssl::train {
 
@@ -69,16 +68,8 @@ inline int launch_local_ranks(int nproc, char** argv, std::ostream& console = st
 
   std::vector<pid_t> pids;
   for (int r = 0; r < nproc; ++r) {
-    std::vector<std::string> env_strings;
-    const auto mine = dist::LaunchEnvironment::for_local_rank(r, nproc, port);
-    for (char** e = environ; *e; ++e) {
-      const std::string s(*e);
-      if (!mine.count(s.substr(0, s.find('=')))) env_strings.push_back(s);
-    }
-    for (const auto& [k, v] : mine) env_strings.push_back(k + "=" + v);
-    std::vector<char*> envp;
-    for (auto& s : env_strings) envp.push_back(s.data());
-    envp.push_back(nullptr);
+    std::vector<std::string> env_strings = environment_with(dist::LaunchEnvironment::for_local_rank(r, nproc, port));
+    const std::vector<char*> envp = c_strings(env_strings);
     const pid_t pid = ::fork();
     if (pid < 0) {
       for (const pid_t p : pids) ::kill(p, SIGKILL);
