@@ -1,11 +1,11 @@
 #pragma once
 // This process's environment with some variables set or replaced: what a child process started with
 // execve / posix_spawn gets (the --nproc launcher's ranks, the tests' children).
+#include <unistd.h>  // environ (declared by glibc with _GNU_SOURCE, which g++ defines)
+
 #include <map>
 #include <string>
 #include <vector>
-
-extern char** environ;
 
 namespace hdssl {
 
