@@ -93,6 +93,9 @@ struct NiftiHeader {
 
 namespace detail {
 
+/// Bytes of a NIfTI-1 (348) or NIfTI-2 (540) header, before the 4-byte extension flag.
+inline int64_t header_bytes(int version) { return version == 1 ? 348 : 540; }
+
 [[noreturn]] inline void fail(const std::filesystem::path& p, const std::string& why) {
   throw IoError(p.string() + ": " + why);
 }
@@ -249,7 +252,7 @@ inline NiftiHeader interpret_header(const std::filesystem::path& p, const unsign
     const double q[6] = {n2.quatern_b, n2.quatern_c, n2.quatern_d, n2.qoffset_x, n2.qoffset_y, n2.qoffset_z};
     std::copy(q, q + 6, quatern);
   }
-  const int64_t header_size = version == 1 ? 348 : 540;
+  const int64_t header_size = header_bytes(version);
 
   // Dimensions.
   if (dim[0] < 1 || dim[0] > 7) fail(p, "dim[0] = " + std::to_string(dim[0]) + " is out of range 1..7 (damaged header)");
@@ -435,7 +438,7 @@ inline NiftiHeader read_header(const std::filesystem::path& p, std::unique_ptr<B
   else if (bswap32(sizeof_hdr) == 540u) { version = 2; swapped = true; }
   else
     fail(p, "not a NIfTI file: sizeof_hdr is " + std::to_string(sizeof_hdr) + " (expected 348 for NIfTI-1 or 540 for NIfTI-2)");
-  const int64_t header_size = version == 1 ? 348 : 540;
+  const int64_t header_size = header_bytes(version);
   const int64_t got = reader->read(raw + 4, header_size - 4) + 4;
   if (got < header_size)
     fail(p, "header is truncated (" + std::to_string(got) + " of " + std::to_string(header_size) + " bytes)");
@@ -560,7 +563,7 @@ inline Volume read_nifti(const std::filesystem::path& path, const NiftiReadOptio
                            " bytes (NiftiReadOptions::max_bytes)");
 
   // Skip the extensions and the volumes before the requested one.
-  const int64_t header_size = h.version == 1 ? 348 : 540;
+  const int64_t header_size = detail::header_bytes(h.version);
   const int64_t before = h.vox_offset - header_size + options.volume * h.volume_bytes;
   // A gzip stream that ends early may be corrupt rather than short: drain() reports zlib's
   // verdict first, so the message names the real cause.

@@ -84,7 +84,8 @@ inline void meta_from_json(const nlohmann::json& j, Volume& v) {
   j.at("description").get_to(m.description);
   j.at("source_shape").get_to(m.source_shape);
   const auto& a = j.at("source_affine");
-  if (!a.is_array() || a.size() != 16) throw std::runtime_error("source_affine needs 16 numbers");
+  if (!a.is_array() || a.size() != 16)
+    throw IoError("metadata 'source_affine': expected an array of 16 numbers, got " + a.dump());
   for (int r = 0; r < 4; ++r)
     for (int c = 0; c < 4; ++c) m.source_affine(r, c) = a[r * 4 + c].get<double>();
   j.at("num_volumes").get_to(m.num_volumes);
