@@ -6,6 +6,9 @@
 //                                 hdssl (32 x 5 levels) and vox2vec (16 x 6), NCDHW and channels-last-3d,
 //                                 float32 and bf16, forward and forward+backward
 //   BM_ShuffleCpu                 the CPU path of the shuffle (runs everywhere)
+//   BM_Augment{Hdssl,Vox2vec}     a whole augmentation set on one training batch (20 views of 128x128x32)
+//                                 on the GPU (every stage's kernels and host draws), and on the CPU
+//                                 (one view per thread) for comparison
 // Counters: GB/s = the bytes each call must move at least (see each benchmark) / time per call;
 // of_peak = GB/s / the card's spec bandwidth (memory clock x bus width, or --hdssl_peak_GBps=...).
 // Without a GPU (or without CUDA ops) every CUDA benchmark reports "skipped".
@@ -18,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "hdssl/augment/presets.hpp"
 #include "hdssl/core/rng.hpp"
 #include "hdssl/nn/gather.hpp"
 #include "hdssl/ops/gather_pyramid.hpp"
@@ -256,6 +260,28 @@ void gather_args(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_GatherForward)->Apply(gather_args);
 BENCHMARK(BM_GatherForwardBackward)->Apply(gather_args);
+
+// ------------------------------------------------------------------------------------------ augmentation sets
+/// range(0): 1 = on the GPU, 0 = on the CPU. Floor: one read and one write of the batch (each stage
+/// reads and writes it once more, the filter's passes twice).
+template <typename Set>
+void augment_set(benchmark::State& state, const Set& set, bool hu) {
+  const bool cuda = state.range(0) == 1;
+  if (cuda && skip_without_gpu(state)) return;
+  torch::Tensor views = torch::rand({kViews, 1, kX, kY, kZ}, cuda ? torch::kCUDA : torch::kCPU);
+  if (hu) views = views * 2400.0 - 1200.0;
+  torch::Tensor out;
+  uint64_t batch = 0;
+  time_calls(state, 2.0 * views.numel() * 4, cuda ? 10 : 1, [&] { set.augment_into(views, out, batch++, 0); });
+}
+void BM_AugmentHdssl(benchmark::State& state) {
+  augment_set(state, hdssl::augment::HdsslAugmentations(hdssl::augment::hdssl_options(), 1), false);
+}
+void BM_AugmentVox2vec(benchmark::State& state) {
+  augment_set(state, hdssl::augment::Vox2vecAugmentations(hdssl::augment::vox2vec_options(), 1), true);
+}
+BENCHMARK(BM_AugmentHdssl)->Arg(1)->Arg(0)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_AugmentVox2vec)->Arg(1)->Arg(0)->UseManualTime()->Unit(benchmark::kMillisecond);
 
 /// Spec bandwidth: --hdssl_peak_GBps=<x>, else 2 (DDR) x memory clock x bus width of device 0.
 void read_peak(int* argc, char** argv) {

@@ -59,6 +59,8 @@
 #include "hdssl/loss/reconstruction.hpp"
 #include "hdssl/loss/segmentation.hpp"
 
+#include "hdssl/ops/augment_batch.hpp"
+#include "hdssl/ops/augment_functors.hpp"
 #include "hdssl/ops/cpu/gather_pyramid.hpp"
 #include "hdssl/ops/cpu/local_shuffle.hpp"
 #include "hdssl/ops/cuda/launch.hpp"

@@ -495,17 +495,29 @@ struct BatchedMark {
     calls = {static_cast<std::uint64_t>(views.size(0)), seed, batch, view_offset};
   }
 };
+// A policy with the one-view path only (every built-in policy has both).
+struct OneViewOnly {
+  using Options = BatchedMark::Options;
+  using options_type = Options;
+  static constexpr const char* name = "one_view_only";
+  static constexpr Purpose purpose = static_cast<Purpose>(1025);
+  static void apply(ViewRef, const Options&, Rng&) {}
+};
 }  // namespace
 
 TEST_CASE("Views off the CPU go through each policy's batched path, or fail with a clear error") {
-  static_assert(has_batched_path_v<BatchedMark> && !has_batched_path_v<Bezier>);
+  static_assert(has_batched_path_v<BatchedMark> && !has_batched_path_v<OneViewOnly>);
+  static_assert(has_batched_path_v<LocalPixelShuffle> && has_batched_path_v<Bezier> && has_batched_path_v<Inpaint> &&
+                has_batched_path_v<Outpaint> && has_batched_path_v<AxialFilter> && has_batched_path_v<GaussianNoise> &&
+                has_batched_path_v<RandomWindow>);
   auto meta = torch::empty({3, 1, 8, 8, 4}, torch::TensorOptions().dtype(torch::kFloat32).device(torch::kMeta));
   const AugmentationSet<BatchedMark> batched({}, 5);
   torch::Tensor out;
   batched.augment_into(meta, out, 7, 3);
   CHECK(BatchedMark::calls == std::vector<std::uint64_t>{3, 5, 7, 3});
-  const AugmentationSet<BatchedMark, Bezier> mixed({}, 5);
-  CHECK_THROWS_AS(mixed.augment_into(meta, out, 7, 3), hdssl::DataError);
+  const AugmentationSet<BatchedMark, OneViewOnly> mixed({}, 5);
+  CHECK_THROWS_WITH_AS(mixed.augment_into(meta, out, 7, 3), doctest::Contains("\"one_view_only\" has no path for views on meta"),
+                       hdssl::DataError);
 }
 
 TEST_CASE("augment_pair_into numbers the second batch after the first, as two augment_into calls do") {

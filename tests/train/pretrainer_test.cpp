@@ -58,6 +58,7 @@ TEST_CASE("pretraining config: strict JSON, round trip, resumable keys") {
   refused({{"levels", 1}}, "option 'levels'");
   refused({{"levels", 9}}, "option 'levels'");
   refused({{"preprocess", 3}}, "option 'preprocess': expected a JSON object");
+  refused({{"augment_device", "gpu"}}, "option 'augment_device': unknown value 'gpu'");
 
   nlohmann::json a = c, b = c;
   b["steps"] = 100;
@@ -297,6 +298,24 @@ TEST_CASE("bad volumes among good ones are skipped with their reason; none usabl
     CHECK(std::string(e.what()).find("no usable training volume") != std::string::npos);
   }
   CHECK_FALSE(fs::exists(tmp.path / "out2" / "metrics.jsonl"));
+}
+
+TEST_CASE("augment_device cuda on a CPU run is refused before any work, naming the option") {
+  hdssl::test::TempDir tmp;
+  auto c = tiny_config(tmp / "no-data-needed", tmp / "out", tmp / "cache");
+  c.data = (tmp / "missing").string();
+  c.device = "cpu";
+  c.augment_device = "cuda";
+  std::ostringstream console;
+  try {
+    hdssl::train::run_pretraining(c, console);
+    FAIL("augment_device cuda was accepted on the CPU");
+  } catch (const hdssl::ConfigError& e) {
+    CHECK_MESSAGE(std::string(e.what()).find("option 'augment_device': cuda augments on the step's GPU, but this run's "
+                                             "device is cpu") != std::string::npos,
+                  e.what());
+  }
+  CHECK_FALSE(fs::exists(tmp / "out"));
 }
 
 TEST_CASE("non-finite steps: skipped with no trace in parameters, optimiser or BatchNorm; too many in a row stop the run") {

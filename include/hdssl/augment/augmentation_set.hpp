@@ -12,10 +12,11 @@
 // view2 -> B..2B-1).
 // CPU: views run in parallel, handed out one at a time (parallel_for_each_item); a policy's own
 // inner parallel loops then run inline.
-// Other devices: each policy must provide a batched path
+// Other devices (CUDA): each policy must provide a batched path
 //   static void apply_batch(torch::Tensor views, const options_type&, std::uint64_t seed,
 //                           std::uint64_t batch, std::uint64_t view_offset);
-// that draws from the same streams (used, e.g., by the CUDA local pixel shuffle).
+// that draws from the same streams; every built-in policy has one (the CUDA shuffle kernels and the
+// functors of ops/augment_functors.hpp), so a batch augmented on the GPU equals the CPU one.
 #include "hdssl/augment/policy.hpp"
 #include "hdssl/core/dynamic_parallel.hpp"
 
@@ -183,6 +184,14 @@ class AugmentationSet {
     });
   }
 
+  /// In place through every stage's batched path (apply_batch), on any device: what CUDA views always take;
+  /// on CPU views the same result as apply_ (the tests check it), one stage over the whole batch at a time.
+  void apply_batched_(torch::Tensor& views, std::uint64_t batch, std::uint64_t view_offset = 0) const {
+    check_views(views);
+    if (!views.is_contiguous()) throw DataError("augment: views must be contiguous to be augmented in place");
+    apply_batched(views, batch, view_offset, std::index_sequence_for<A...>{});
+  }
+
   /// Every stage, in order, on one view numbered `view` in batch `batch`.
   void apply_view(ViewRef view, std::uint64_t batch, std::uint64_t view_index) const {
     apply_each(view, batch, view_index, std::index_sequence_for<A...>{});
@@ -217,7 +226,7 @@ class AugmentationSet {
   }
   template <typename P>
   void stage(ViewRef view, const typename P::options_type& o, std::uint64_t batch, std::uint64_t view_index) const {
-    Rng rng = Rng::for_stream(seed_, batch, view_index, P::purpose);
+    Rng rng = view_stream<P>(seed_, batch, view_index);
     P::apply(view, o, rng);
   }
   template <std::size_t... I>

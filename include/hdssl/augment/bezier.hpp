@@ -13,6 +13,8 @@
 // map then differs from the reference's 100,000-sample map by at most ~4e-5 (measured by the tests
 // over random curves); 100000 reproduces the reference.
 #include "hdssl/augment/policy.hpp"
+#include "hdssl/ops/augment_batch.hpp"
+#include "hdssl/ops/augment_functors.hpp"
 
 #include <ATen/Parallel.h>
 
@@ -21,6 +23,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <vector>
 
 namespace hdssl::augment {
@@ -83,14 +86,32 @@ class BezierMap {
   }
 
   /// The map at v (float path used on voxels): np.interp semantics, NaN maps to the first y.
-  float operator()(float v) const { return single_step_ ? map<true>(v) : map<false>(v); }
+  float operator()(float v) const { return table()(v); }
 
   /// Maps n values in place, choosing the search once for the whole range.
   void map_range(float* d, std::int64_t n) const {
-    if (single_step_)
-      for (std::int64_t i = 0; i < n; ++i) d[i] = map<true>(d[i]);
+    const ops::BezierTable t = table();
+    if (t.single_step)
+      for (std::int64_t i = 0; i < n; ++i) d[i] = t.map<true>(d[i]);
     else
-      for (std::int64_t i = 0; i < n; ++i) d[i] = map<false>(d[i]);
+      for (std::int64_t i = 0; i < n; ++i) d[i] = t.map<false>(d[i]);
+  }
+
+  /// The map as flat arrays for the voxel loops of both devices (ops/augment_functors.hpp); it points into
+  /// this object and is valid while the object lives unchanged.
+  ops::BezierTable table() const {
+    ops::BezierTable t;
+    t.xf = xf_.data();
+    t.yf = yf_.data();
+    t.slope = slope_.data();
+    t.bucket = bucket_.data();
+    t.samples = static_cast<std::int32_t>(yf_.size());
+    t.buckets = static_cast<std::int32_t>(buckets_);
+    t.x_first = x_first_;
+    t.x_last = x_last_;
+    t.scale = scale_;
+    t.single_step = single_step_;
+    return t;
   }
 
   /// True when every bucket needs at most one step (the branch-free path); for tests.
@@ -106,19 +127,6 @@ class BezierMap {
   std::int64_t buckets_ = 0;
   bool single_step_ = false;
   float x_first_ = 0.0f, x_last_ = 1.0f, scale_ = 1.0f;
-
-  template <bool SingleStep>
-  float map(float v) const {
-    float c = v > x_first_ ? v : x_first_;  // also NaN -> x_0
-    c = c < x_last_ ? c : x_last_;
-    std::size_t j = static_cast<std::size_t>(bucket_[static_cast<std::size_t>(static_cast<std::int64_t>(c * scale_))]);
-    if constexpr (SingleStep) {
-      j += xf_[j + 1] <= c ? 1 : 0;
-    } else {
-      while (xf_[j + 1] <= c) ++j;
-    }
-    return yf_[j] + (c - xf_[j]) * slope_[j];
-  }
 };
 
 /// Policy: Bezier intensity curve.
@@ -155,6 +163,23 @@ struct Bezier {
     if (!draw(o, rng, r, invert)) return;
     const BezierMap map(r[0], r[1], r[2], r[3], o.samples, invert);
     map_voxels(v, map);
+  }
+
+  /// A batch of views (CPU or CUDA) with view v drawing from stream view_offset + v (ops/augment_batch.hpp).
+  static void apply_batch(torch::Tensor views, const Options& o, std::uint64_t seed, std::uint64_t batch,
+                          std::uint64_t view_offset) {
+    const auto V = static_cast<std::size_t>(views.defined() && views.dim() > 0 ? views.size(0) : 0);
+    std::vector<std::optional<BezierMap>> maps(V);  // the tables point into these
+    std::vector<ops::BezierTable> tables(V);
+    for (std::size_t v = 0; v < V; ++v) {
+      Rng rng = view_stream<Bezier>(seed, batch, view_offset + v);
+      double r[4];
+      bool invert = false;
+      if (!draw(o, rng, r, invert)) continue;
+      maps[v].emplace(r[0], r[1], r[2], r[3], o.samples, invert);
+      tables[v] = maps[v]->table();
+    }
+    ops::bezier_batch_(views, tables);
   }
 
   /// Maps every voxel of v (parallel when called outside a parallel region).

@@ -11,6 +11,8 @@
 // Axes too small for these ranges (a range that would be empty) are clamped: size to [1, dim],
 // start to [0, dim - size]. Documented in docs/augment.md.
 #include "hdssl/augment/policy.hpp"
+#include "hdssl/ops/augment_batch.hpp"
+#include "hdssl/ops/augment_functors.hpp"
 
 #include <ATen/Parallel.h>
 
@@ -47,6 +49,30 @@ Box draw_box(const ViewRef& v, Rng& rng, SizeLo size_lo, SizeHi size_hi) {
     b.start[a] = clamped_range(rng, 3, d - b.size[a] - 3, 0, d - b.size[a]);
   }
   return b;
+}
+
+/// The boxes of every view of a batch as their policy P draws them, with each view's noise key, then
+/// in-painted (inside) or out-painted on the views' device (ops::noise_boxes_batch_).
+template <typename P>
+void noise_boxes_batch(torch::Tensor views, const typename P::Options& o, std::uint64_t seed, std::uint64_t batch,
+                       std::uint64_t view_offset, bool inside) {
+  const auto V = static_cast<std::size_t>(views.defined() && views.dim() > 0 ? views.size(0) : 0);
+  const ops::AugmentViews shape = ops::augment_views(views, V, P::name);
+  const ViewRef dims{nullptr, shape.nx, shape.ny, shape.nz};
+  std::vector<std::uint64_t> keys(V);
+  std::vector<std::vector<ops::NoiseBox>> boxes(V);
+  for (std::size_t v = 0; v < V; ++v) {
+    Rng rng = view_stream<P>(seed, batch, view_offset + v);
+    for (const Box& b : P::draw(dims, o, rng, keys[v])) {
+      ops::NoiseBox n;
+      for (int a = 0; a < 3; ++a) {
+        n.start[a] = static_cast<std::int32_t>(b.start[a]);
+        n.size[a] = static_cast<std::int32_t>(b.size[a]);
+      }
+      boxes[v].push_back(n);
+    }
+  }
+  ops::noise_boxes_batch_(views, keys, boxes, inside);
 }
 
 /// Fills box b of v with U[0,1) noise from stream (key, item).
@@ -95,6 +121,12 @@ struct Inpaint {
     std::uint64_t key = 0;
     const auto boxes = draw(v, o, rng, key);
     for (std::size_t i = 0; i < boxes.size(); ++i) detail::fill_noise(v, boxes[i], key, i);
+  }
+
+  /// A batch of views (CPU or CUDA) with view v drawing from stream view_offset + v (ops/augment_batch.hpp).
+  static void apply_batch(torch::Tensor views, const Options& o, std::uint64_t seed, std::uint64_t batch,
+                          std::uint64_t view_offset) {
+    detail::noise_boxes_batch<Inpaint>(views, o, seed, batch, view_offset, /*inside=*/true);
   }
 };
 
@@ -149,6 +181,12 @@ struct Outpaint {
           const std::int64_t i = v.index(x, y, b.start[2]);
           std::copy(original.begin() + i, original.begin() + i + b.size[2], v.data + i);
         }
+  }
+
+  /// A batch of views (CPU or CUDA) with view v drawing from stream view_offset + v (ops/augment_batch.hpp).
+  static void apply_batch(torch::Tensor views, const Options& o, std::uint64_t seed, std::uint64_t batch,
+                          std::uint64_t view_offset) {
+    detail::noise_boxes_batch<Outpaint>(views, o, seed, batch, view_offset, /*inside=*/false);
   }
 };
 

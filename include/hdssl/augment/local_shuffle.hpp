@@ -2,12 +2,13 @@
 // Local pixel shuffling as an augmentation policy (method.md 6.1), for AugmentationSet.
 // The work itself is hdssl::ops' shuffle (ops/local_shuffle_functor.hpp: semantics and random draws);
 // this header adds the JSON options and the in-place, one-view CPU entry the augmentation set calls.
-// A whole batch on the GPU: hdssl::ops::local_pixel_shuffle(views, seed, batch, options.params()),
+// A whole batch (CPU or CUDA, e.g. the GPU kernels): apply_batch, through hdssl::ops::local_pixel_shuffle_out,
 // which gives the same result as this policy applied view by view with the set's streams.
 #include "hdssl/augment/policy.hpp"
 #include "hdssl/core/error.hpp"
 #include "hdssl/core/rng.hpp"
 #include "hdssl/ops/cpu/local_shuffle.hpp"
+#include "hdssl/ops/local_shuffle.hpp"
 #include "hdssl/ops/local_shuffle_functor.hpp"
 
 #include <nlohmann/json.hpp>
@@ -72,6 +73,14 @@ struct LocalPixelShuffle {
     ops::cpu::local_shuffle<float>(original.data(), strides, view.data, strides, 1, static_cast<std::int32_t>(view.nx),
                                    static_cast<std::int32_t>(view.ny), static_cast<std::int32_t>(view.nz), keys,
                                    params);
+  }
+
+  /// A batch of views in place (CPU or CUDA), view v shuffled with stream view_offset + v: the batch op reads
+  /// the original while it writes, so it shuffles from a copy.
+  static void apply_batch(torch::Tensor views, const Options& o, std::uint64_t seed, std::uint64_t batch,
+                          std::uint64_t view_offset) {
+    const at::Tensor original = views.clone();
+    ops::local_pixel_shuffle_out(original, views, seed, batch, o.params(), view_offset);
   }
 };
 

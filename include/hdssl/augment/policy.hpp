@@ -42,6 +42,13 @@ struct ViewRef {
   std::int64_t dim(int axis) const { return axis == 0 ? nx : axis == 1 ? ny : nz; }
 };
 
+/// The stream stage P of view `view` of batch `batch` draws every random choice from (the set's rule: the
+/// one-view path and the batched path of a policy both draw from it, so they agree).
+template <typename P>
+Rng view_stream(std::uint64_t seed, std::uint64_t batch, std::uint64_t view) {
+  return Rng::for_stream(seed, batch, view, P::purpose);
+}
+
 // ------------------------------------------------------------------ detection idiom (C++17)
 namespace detail {
 template <typename, template <typename...> class Op, typename... Args>

@@ -9,6 +9,8 @@
 // Gaussian filters follow scipy.ndimage.gaussian_filter: kernel radius int(4 sigma + 0.5), weights
 // normalised to sum 1, mirror ("reflect": d c b a | a b c d) boundaries.
 #include "hdssl/augment/policy.hpp"
+#include "hdssl/ops/augment_batch.hpp"
+#include "hdssl/ops/augment_functors.hpp"
 
 #include <ATen/Parallel.h>
 
@@ -20,13 +22,7 @@
 namespace hdssl::augment {
 
 namespace detail {
-/// scipy's "reflect" boundary for any offset: period 2n, mirrored halves.
-inline std::int64_t reflect_index(std::int64_t i, std::int64_t n) {
-  const std::int64_t period = 2 * n;
-  i %= period;
-  if (i < 0) i += period;
-  return i < n ? i : period - 1 - i;
-}
+using ops::reflect_index;  // scipy's "reflect" boundary, shared with the batched path
 
 inline std::vector<float> gaussian_weights(double sigma) {
   const std::int64_t radius = static_cast<std::int64_t>(4.0 * sigma + 0.5);
@@ -113,24 +109,60 @@ struct AxialFilter {
   static constexpr const char* name = "axial_filter";
   static constexpr Purpose purpose = Purpose::blur;
 
-  static void apply(ViewRef v, const Options& o, Rng& rng) {
-    const bool on = rng.bernoulli(o.p);
-    const bool sharpen = rng.bernoulli(o.sharpen_p);
+  /// What one view's stream decides: filter or not, blur or sharpen, the (first) blur's sigma, alpha.
+  struct Draw {
+    bool on = false, sharpen = false;
+    double sigma = 0;
+    float alpha = 0;
+  };
+  static Draw draw(const Options& o, Rng& rng) {
+    Draw d;
+    d.on = rng.bernoulli(o.p);
+    d.sharpen = rng.bernoulli(o.sharpen_p);
     const double u1 = rng.uniform_double(), u2 = rng.uniform_double();
-    if (!on) return;
-    if (!sharpen) {
-      detail::gaussian_axial(v, o.blur_sigma_lo + (o.blur_sigma_hi - o.blur_sigma_lo) * u1);
-      return;
-    }
-    const double s1 = o.sharpen_sigma_lo + (o.sharpen_sigma_hi - o.sharpen_sigma_lo) * u1;
-    const float alpha = static_cast<float>(o.alpha_lo + (o.alpha_hi - o.alpha_lo) * u2);
-    detail::gaussian_axial(v, s1);  // v = b
+    d.sigma = d.sharpen ? o.sharpen_sigma_lo + (o.sharpen_sigma_hi - o.sharpen_sigma_lo) * u1
+                        : o.blur_sigma_lo + (o.blur_sigma_hi - o.blur_sigma_lo) * u1;
+    d.alpha = static_cast<float>(o.alpha_lo + (o.alpha_hi - o.alpha_lo) * u2);
+    return d;
+  }
+
+  static void apply(ViewRef v, const Options& o, Rng& rng) {
+    const Draw d = draw(o, rng);
+    if (!d.on) return;
+    detail::gaussian_axial(v, d.sigma);  // v = b
+    if (!d.sharpen) return;
     std::vector<float> inner(v.data, v.data + v.numel());
     detail::gaussian_axial(ViewRef{inner.data(), v.nx, v.ny, v.nz}, o.sharpen_inner_sigma);
-    float* d = v.data;
+    float* data = v.data;
+    const float alpha = d.alpha;
     at::parallel_for(0, v.numel(), 1 << 16, [&](std::int64_t b, std::int64_t e) {
-      for (std::int64_t i = b; i < e; ++i) d[i] = d[i] + alpha * (d[i] - inner[static_cast<std::size_t>(i)]);
+      for (std::int64_t i = b; i < e; ++i) data[i] = data[i] + alpha * (data[i] - inner[static_cast<std::size_t>(i)]);
     });
+  }
+
+  /// A batch of views (CPU or CUDA) with view v drawing from stream view_offset + v (ops/augment_batch.hpp).
+  static void apply_batch(torch::Tensor views, const Options& o, std::uint64_t seed, std::uint64_t batch,
+                          std::uint64_t view_offset) {
+    const auto V = static_cast<std::size_t>(views.defined() && views.dim() > 0 ? views.size(0) : 0);
+    std::vector<ops::AxialFilterDraw> draws(V);
+    std::vector<float> weights;
+    const auto add_kernel = [&](double sigma, std::int32_t& offset, std::int32_t& radius) {
+      const std::vector<float> w = detail::gaussian_weights(sigma);
+      offset = static_cast<std::int32_t>(weights.size());
+      radius = static_cast<std::int32_t>((w.size() - 1) / 2);
+      weights.insert(weights.end(), w.begin(), w.end());
+    };
+    for (std::size_t v = 0; v < V; ++v) {
+      Rng rng = view_stream<AxialFilter>(seed, batch, view_offset + v);
+      const Draw d = draw(o, rng);
+      if (!d.on) continue;
+      ops::AxialFilterDraw& f = draws[v];
+      f.mode = d.sharpen ? 2 : 1;
+      f.alpha = d.alpha;
+      add_kernel(d.sigma, f.first_offset, f.first_radius);
+      if (d.sharpen) add_kernel(o.sharpen_inner_sigma, f.inner_offset, f.inner_radius);
+    }
+    ops::axial_filter_batch_(views, draws, weights);
   }
 };
 
@@ -154,19 +186,38 @@ struct GaussianNoise {
   static constexpr const char* name = "gaussian_noise";
   static constexpr Purpose purpose = Purpose::noise;
 
+  /// Apply or not, sigma, and the key of the view's noise streams (one per x slab).
+  static ops::GaussianNoiseDraw draw(const Options& o, Rng& rng) {
+    ops::GaussianNoiseDraw d;
+    d.on = rng.bernoulli(o.p);
+    d.sigma = o.sigma_lo + (o.sigma_hi - o.sigma_lo) * rng.uniform_double();
+    d.key = rng.next_u64();
+    return d;
+  }
+
   static void apply(ViewRef v, const Options& o, Rng& rng) {
-    const bool on = rng.bernoulli(o.p);
-    const double sigma = o.sigma_lo + (o.sigma_hi - o.sigma_lo) * rng.uniform_double();
-    const std::uint64_t key = rng.next_u64();
-    if (!on) return;
+    const ops::GaussianNoiseDraw d = draw(o, rng);
+    if (!d.on) return;
     const std::int64_t plane = v.ny * v.nz;
     at::parallel_for(0, v.nx, 1, [&](std::int64_t x0, std::int64_t x1) {
       for (std::int64_t x = x0; x < x1; ++x) {
-        Rng n(key, static_cast<std::uint64_t>(x));  // per-slab stream: independent of thread count
+        Rng n(d.key, static_cast<std::uint64_t>(x));  // per-slab stream: independent of thread count
         float* s = v.data + x * plane;
-        for (std::int64_t i = 0; i < plane; ++i) s[i] += static_cast<float>(sigma * n.normal());
+        for (std::int64_t i = 0; i < plane; ++i) s[i] += static_cast<float>(d.sigma * n.normal());
       }
     });
+  }
+
+  /// A batch of views (CPU or CUDA) with view v drawing from stream view_offset + v (ops/augment_batch.hpp).
+  static void apply_batch(torch::Tensor views, const Options& o, std::uint64_t seed, std::uint64_t batch,
+                          std::uint64_t view_offset) {
+    const auto V = static_cast<std::size_t>(views.defined() && views.dim() > 0 ? views.size(0) : 0);
+    std::vector<ops::GaussianNoiseDraw> draws(V);
+    for (std::size_t v = 0; v < V; ++v) {
+      Rng rng = view_stream<GaussianNoise>(seed, batch, view_offset + v);
+      draws[v] = draw(o, rng);
+    }
+    ops::gaussian_noise_batch_(views, draws);
   }
 };
 
@@ -199,16 +250,33 @@ struct RandomWindow {
   static constexpr const char* name = "random_window";
   static constexpr Purpose purpose = Purpose::window;
 
-  static void apply(ViewRef v, const Options& o, Rng& rng) {
+  /// The window of one view: random with probability p, else the default; as float lo and 1 / (hi - lo).
+  static ops::WindowDraw draw(const Options& o, Rng& rng) {
     const bool on = rng.bernoulli(o.p);
     const double u1 = rng.uniform_double(), u2 = rng.uniform_double();
     const double lo = on ? o.lo_min + (o.lo_max - o.lo_min) * u1 : o.lo_default;
     const double hi = on ? o.hi_min + (o.hi_max - o.hi_min) * u2 : o.hi_default;
-    const float flo = static_cast<float>(lo), scale = static_cast<float>(1.0 / (hi - lo));
+    return ops::WindowDraw{static_cast<float>(lo), static_cast<float>(1.0 / (hi - lo))};
+  }
+
+  static void apply(ViewRef v, const Options& o, Rng& rng) {
+    const ops::WindowDraw w = draw(o, rng);
     float* d = v.data;
     at::parallel_for(0, v.numel(), 1 << 16, [&](std::int64_t b, std::int64_t e) {
-      for (std::int64_t i = b; i < e; ++i) d[i] = std::min(1.0f, std::max(0.0f, (d[i] - flo) * scale));
+      for (std::int64_t i = b; i < e; ++i) d[i] = ops::window_value(d[i], w.lo, w.scale);
     });
+  }
+
+  /// A batch of views (CPU or CUDA) with view v drawing from stream view_offset + v (ops/augment_batch.hpp).
+  static void apply_batch(torch::Tensor views, const Options& o, std::uint64_t seed, std::uint64_t batch,
+                          std::uint64_t view_offset) {
+    const auto V = static_cast<std::size_t>(views.defined() && views.dim() > 0 ? views.size(0) : 0);
+    std::vector<ops::WindowDraw> draws(V);
+    for (std::size_t v = 0; v < V; ++v) {
+      Rng rng = view_stream<RandomWindow>(seed, batch, view_offset + v);
+      draws[v] = draw(o, rng);
+    }
+    ops::window_batch_(views, draws);
   }
 };
 

@@ -52,6 +52,7 @@ struct PretrainConfig {
   int64_t keep_checkpoints = 3;
   int64_t log_every = 50;
   std::string device = "auto";           ///< auto | cpu | cuda
+  std::string augment_device = "cpu";    ///< cpu (the loader's threads) | cuda (the step's GPU, after upload)
   bool bf16 = true;                      ///< bf16 autocast on CUDA (ignored on the CPU)
   bool channels_last = true;             ///< channels-last-3d on CUDA (ignored on the CPU)
   int threads = 0;                       ///< thread budget, 0 = every core
@@ -63,7 +64,8 @@ struct PretrainConfig {
   static const std::set<std::string>& resumable_keys() {
     static const std::set<std::string> keys = {"steps", "out", "checkpoint_every", "keep_checkpoints",
                                                "log_every", "threads", "loader_threads", "prefetch",
-                                               "cache", "memory_budget_gb", "device"};
+                                               "cache", "memory_budget_gb", "device",
+                                               "augment_device"};
     static const std::set<std::string> all = [] {
       auto k = keys;
       k.insert(DistributedOptions::keys().begin(), DistributedOptions::keys().end());
@@ -101,6 +103,7 @@ inline void to_json(nlohmann::json& j, const PretrainConfig& c) {
                      {"keep_checkpoints", c.keep_checkpoints},
                      {"log_every", c.log_every},
                      {"device", c.device},
+                     {"augment_device", c.augment_device},
                      {"bf16", c.bf16},
                      {"channels_last", c.channels_last},
                      {"threads", c.threads},
@@ -131,6 +134,7 @@ inline void from_json(const nlohmann::json& j, PretrainConfig& c) {
                          {"ablation_loss", "ablation_loss"}});
   r.choice<std::string>("augment", c.augment, {{"hdssl", "hdssl"}, {"vox2vec", "vox2vec"}});
   r.choice<std::string>("device", c.device, {{"auto", "auto"}, {"cpu", "cpu"}, {"cuda", "cuda"}});
+  r.choice<std::string>("augment_device", c.augment_device, {{"cpu", "cpu"}, {"cuda", "cuda"}});
   r.read<int64_t>("base_channels", c.base_channels, 0, 1 << 16)
       .read<int64_t>("levels", c.levels, 0, ops::kMaxGatherLevels)
       .read<double>("temperature", c.temperature, 0.0, any)

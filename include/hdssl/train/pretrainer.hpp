@@ -146,6 +146,9 @@ class Pretrainer {
     check_config();
     const dist::LaunchEnvironment env = dist::LaunchEnvironment::from_environment();
     const RunResources res = resolve_resources(c_, env);
+    if (c_.augment_device == "cuda" && !res.device.is_cuda())
+      throw ConfigError("pretraining option 'augment_device': cuda augments on the step's GPU, but this run's device is " +
+                        res.device.str() + " (use --device cuda, or --augment-device cpu)");
     hdssl::set_threads(res.intra_op_threads);
     const dist::ProcessGroup group = dist::ProcessGroup::join(env, c_.distributed, res.device);
     const bool main_rank = group.is_main();
@@ -270,7 +273,7 @@ class Pretrainer {
           total_wait += waited;
           interval_wait += waited;
         }
-        StepOutcome o = train_step(*model, optimizer, params, micro, reducer, res.device, step);
+        StepOutcome o = train_step(*model, optimizer, params, micro, augmentations, reducer, res.device, step);
         // One small all-reduce: the losses averaged over the ranks for the log, and a stop signal seen by
         // any rank stops all of them at the same step.
         const int sig_now = stop_requested();
@@ -364,10 +367,14 @@ class Pretrainer {
     }
   };
 
-  /// One prepared batch: the sampler's pairs and both augmented view batches, on the CPU.
+  /// One prepared batch: the sampler's pairs and both augmented view batches, on the CPU. With
+  /// augment_device cuda the views are augmented in the step instead: views1/2 stay undefined and
+  /// inputs1/2 hold the views before augmentation (in the augmentations' units), `index` their batch number.
   struct Batch {
     sampling::PairBatch pairs;
     torch::Tensor views1, views2;
+    torch::Tensor inputs1, inputs2;
+    int64_t index = 0;
   };
 
   struct StepOutcome {
@@ -432,6 +439,13 @@ class Pretrainer {
       in1 = in1 * span_t + lo_t;
       in2 = in2 * span_t + lo_t;
     }
+    out.index = b;
+    if (c_.augment_device == "cuda") {
+      out.inputs1 = in1;
+      out.inputs2 = in2;
+      out.views1 = out.views2 = torch::Tensor();
+      return;
+    }
     augmentations.augment_pair_into(in1, in2, out.views1, out.views2, static_cast<uint64_t>(b));
   }
 
@@ -440,7 +454,8 @@ class Pretrainer {
   /// any rank, or a non-finite averaged gradient, skips the update on every rank alike.
   StepOutcome train_step(typename Model::Impl& model, torch::optim::Adam& optimizer,
                          const std::vector<torch::Tensor>& params, const std::vector<Batch>& micro,
-                         dist::GradientReducer& reducer, const torch::Device& device, int64_t step) {
+                         const Augmentations& augmentations, dist::GradientReducer& reducer,
+                         const torch::Device& device, int64_t step) {
     const bool cuda = device.is_cuda();
     const auto memory_format = cuda && c_.channels_last ? at::MemoryFormat::ChannelsLast3d : at::MemoryFormat::Contiguous;
     auto upload = [&](const torch::Tensor& t, bool image) {
@@ -461,8 +476,15 @@ class Pretrainer {
     for (size_t j = 0; j < micro.size(); ++j) {
       const Batch& batch = micro[j];
       nn::PretrainBatch pb;
-      pb.view1 = upload(batch.views1, true);
-      pb.view2 = upload(batch.views2, true);
+      if (batch.views1.defined()) {
+        pb.view1 = upload(batch.views1, true);
+        pb.view2 = upload(batch.views2, true);
+      } else {  // augment_device cuda: the same streams as the loader's CPU path, on the GPU
+        augmentations.augment_pair_into(upload(batch.inputs1, false), upload(batch.inputs2, false), pb.view1, pb.view2,
+                                        static_cast<uint64_t>(batch.index));
+        pb.view1 = pb.view1.contiguous(memory_format);
+        pb.view2 = pb.view2.contiguous(memory_format);
+      }
       pb.voxels1 = upload(batch.pairs.positives1, false);
       pb.voxels2 = upload(batch.pairs.positives2, false);
       if constexpr (Preset::reconstruction) {

@@ -1,6 +1,7 @@
 // The compiled side of hdssl's CUDA kernels: the entry points of launch.hpp, instantiating the kernel
 // templates of *.cuh for the element types hdssl uses. Built by nvcc into hdssl_cuda_kernels whenever nvcc
 // is found (cmake/hdsslCuda.cmake), so a kernel that stops compiling breaks the build even without a GPU.
+#include "hdssl/ops/cuda/augment.cuh"
 #include "hdssl/ops/cuda/gather_pyramid.cuh"
 #include "hdssl/ops/cuda/launch.hpp"
 #include "hdssl/ops/cuda/local_shuffle.cuh"
@@ -88,5 +89,15 @@ int gather_backward_raw(GradType type, const void* grad_out, std::int64_t go_s0,
   }
   return static_cast<int>(cudaErrorInvalidValue);
 }
+
+int augment_raw(const BezierFunctor& f, void* stream) { return static_cast<int>(for_each_index(f, static_cast<cudaStream_t>(stream))); }
+int augment_raw(const NoiseBoxFunctor& f, void* stream) { return static_cast<int>(for_each_index(f, static_cast<cudaStream_t>(stream))); }
+int augment_raw(const GaussianNoiseFunctor& f, void* stream) {
+  return static_cast<int>(for_each_index(f, static_cast<cudaStream_t>(stream)));
+}
+int augment_raw(const AxialFilterFunctor& f, void* stream) {
+  return static_cast<int>(for_each_index(f, static_cast<cudaStream_t>(stream)));
+}
+int augment_raw(const WindowFunctor& f, void* stream) { return static_cast<int>(for_each_index(f, static_cast<cudaStream_t>(stream))); }
 
 }  // namespace hdssl::ops::cuda

@@ -3,6 +3,7 @@
 // headers needed). They are defined in kernels.cu, which nvcc compiles into the hdssl_cuda_kernels library;
 // the tensor glue (ops/local_shuffle.hpp, ops/gather_pyramid.hpp) calls them with the current stream.
 // Each returns the cudaError_t of its launches as an int (0 = success).
+#include "hdssl/ops/augment_functors.hpp"
 #include "hdssl/ops/gather_functor.hpp"
 #include "hdssl/ops/local_shuffle_functor.hpp"
 #include "hdssl/ops/local_shuffle_tiles.hpp"
@@ -28,5 +29,13 @@ int gather_forward_raw(int elem_size, const GatherLevels<const void*>& levels, c
 /// Pyramid gather backward: adds grad_out (float32 or bf16) into float32 accumulators.
 int gather_backward_raw(GradType type, const void* grad_out, std::int64_t go_s0, std::int64_t go_s1,
                         const GatherIndex& index, const GatherLevels<float*>& accumulators, void* stream);
+
+/// The augmentations of ops/augment_batch.hpp: f(i) for every i in [0, f.size()) on `stream`; the functors'
+/// pointers are device memory.
+int augment_raw(const BezierFunctor& f, void* stream);
+int augment_raw(const NoiseBoxFunctor& f, void* stream);
+int augment_raw(const GaussianNoiseFunctor& f, void* stream);
+int augment_raw(const AxialFilterFunctor& f, void* stream);
+int augment_raw(const WindowFunctor& f, void* stream);
 
 }  // namespace hdssl::ops::cuda
