@@ -2,8 +2,12 @@
 //
 // CPU: 2 pairs of 32x32x16 patches, 256 positive voxels per pair (a size the tests can afford).
 // CUDA (registered only when a GPU is visible): the paper's step, 10 pairs of 128x128x32 patches and
-// 1024 positives per pair, fp32 weights (cuDNN convolutions may use TF32, PyTorch's default), plus
-// an Adam step, synchronised before the clock stops.
+// 1024 positives per pair, forward + backward + grad-norm clip + Adam, synchronised before the clock
+// stops, in the trainer's two modes: fp32 (fp32 weights, TF32 convolutions: PyTorch's default and the
+// reference's) and bf16cl (bf16 autocast + channels-last-3d: hdssl-pretrain's default on CUDA), cuDNN
+// autotuning on. Counters: peak_GiB (the step's peak allocated memory) and the time of each phase
+// (fwd_ms, bwd_ms, opt_ms: clip + Adam), measured in extra steps with a synchronisation between phases.
+// The PyTorch baseline of the same step: benchmarks/pytorch/torch_step_bench.py (scripts/gpu_check.sh runs both).
 #include <benchmark/benchmark.h>
 
 #include <torch/torch.h>
@@ -11,8 +15,16 @@
 #include <string>
 
 #include "hdssl/nn/gather.hpp"
+#include "hdssl/nn/memory_format.hpp"
 #include "hdssl/nn/pretrain_model.hpp"
+#include "hdssl/ops/torch_compat.hpp"
 #include "hdssl/presets.hpp"
+
+#if HDSSL_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#include <chrono>
 
 namespace {
 
@@ -38,25 +50,70 @@ hdssl::nn::PretrainBatch make_batch(const StepSize& s, torch::Device device) {
   return b;
 }
 
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// One training step as hdssl-pretrain runs it; `bf16cl` = bf16 autocast and channels-last-3d (CUDA only).
 template <class Preset>
-void step(benchmark::State& state, StepSize size, torch::Device device, bool with_adam) {
+void step(benchmark::State& state, StepSize size, torch::Device device, bool with_adam, bool bf16cl) {
   torch::manual_seed(0);
+  const bool cuda = device.is_cuda();
+  if (cuda) {
+    at::globalContext().setAllowTF32CuDNN(true);
+    at::globalContext().setAllowTF32CuBLAS(true);
+    at::globalContext().setBenchmarkCuDNN(true);
+  }
   hdssl::nn::PretrainModel<Preset> model;
   model->to(device);
+  if (bf16cl) hdssl::nn::to_channels_last(*model);
   model->train();
-  torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(3e-4));
-  const auto batch = make_batch(size, device);
+  const auto params = model->parameters();
+  torch::optim::Adam adam(params, torch::optim::AdamOptions(3e-4));
+  auto batch = make_batch(size, device);
+  if (bf16cl)
+    for (auto* t : {&batch.view1, &batch.view2, &batch.target1, &batch.target2})
+      *t = t->contiguous(at::MemoryFormat::ChannelsLast3d);
   auto sync = [&] {
-    if (device.is_cuda()) torch::cuda::synchronize();
+    if (cuda) torch::cuda::synchronize();
   };
-  for (auto _ : state) {
+  // phase: 0 = whole step, 1..3 = time forward, backward, clip + Adam separately (adds two syncs).
+  double phase_s[3] = {0, 0, 0};
+  auto one_step = [&](bool phases) {
+    auto t0 = std::chrono::steady_clock::now();
     adam.zero_grad();
-    auto losses = model->forward(batch);
+    hdssl::nn::PretrainLosses losses;
+    {
+      hdssl::ops::compat::CudaBf16Autocast autocast(bf16cl);
+      losses = model->forward(batch);
+    }
+    if (phases) sync(), phase_s[0] += seconds_since(t0), t0 = std::chrono::steady_clock::now();
     losses.total.backward();
-    if (with_adam) adam.step();
+    if (phases) sync(), phase_s[1] += seconds_since(t0), t0 = std::chrono::steady_clock::now();
+    if (with_adam) {
+      hdssl::ops::compat::clip_grad_norm(params, 1.0);
+      adam.step();
+    }
     sync();
+    if (phases) phase_s[2] += seconds_since(t0);
     benchmark::DoNotOptimize(losses.total.data_ptr());
+  };
+  one_step(false);  // warm-up: cuDNN autotuning, allocator
+#if HDSSL_WITH_CUDA
+  if (cuda) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
+#endif
+  for (auto _ : state) one_step(false);
+#if HDSSL_WITH_CUDA
+  if (cuda) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
+    state.counters["peak_GiB"] = static_cast<double>(stats.allocated_bytes[0].peak) / (1024.0 * 1024 * 1024);
   }
+#endif
+  constexpr int kPhaseSteps = 5;
+  for (int i = 0; i < kPhaseSteps; ++i) one_step(true);
+  state.counters["fwd_ms"] = 1e3 * phase_s[0] / kPhaseSteps;
+  state.counters["bwd_ms"] = 1e3 * phase_s[1] / kPhaseSteps;
+  state.counters["opt_ms"] = 1e3 * phase_s[2] / kPhaseSteps;
   state.counters["patches"] = double(2 * size.pairs);
 }
 
@@ -85,17 +142,22 @@ const StepSize kPaper{10, 128, 128, 32, 1024};
 
 int main(int argc, char** argv) {
   const torch::Device cpu(torch::kCPU);
-  benchmark::RegisterBenchmark("step_cpu/vox2vec/2x32x32x16", step<hdssl::presets::vox2vec>, kSmall, cpu, false)
+  benchmark::RegisterBenchmark("step_cpu/vox2vec/2x32x32x16", step<hdssl::presets::vox2vec>, kSmall, cpu, false, false)
       ->Unit(benchmark::kMillisecond)->UseRealTime();
-  benchmark::RegisterBenchmark("step_cpu/hdssl/2x32x32x16", step<hdssl::presets::hdssl>, kSmall, cpu, false)
+  benchmark::RegisterBenchmark("step_cpu/hdssl/2x32x32x16", step<hdssl::presets::hdssl>, kSmall, cpu, false, false)
       ->Unit(benchmark::kMillisecond)->UseRealTime();
   benchmark::RegisterBenchmark("gather_cpu/4x64x64x32", gather, cpu)->Unit(benchmark::kMillisecond)->UseRealTime();
   if (torch::cuda::is_available()) {
     const torch::Device gpu(torch::kCUDA);
-    benchmark::RegisterBenchmark("step_cuda_adam/vox2vec/10x128x128x32", step<hdssl::presets::vox2vec>, kPaper, gpu, true)
-        ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3.0);
-    benchmark::RegisterBenchmark("step_cuda_adam/hdssl/10x128x128x32", step<hdssl::presets::hdssl>, kPaper, gpu, true)
-        ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3.0);
+    for (const bool bf16cl : {false, true}) {
+      const std::string mode = bf16cl ? "bf16cl" : "fp32";
+      benchmark::RegisterBenchmark(("step_cuda/" + mode + "/vox2vec/10x128x128x32").c_str(), step<hdssl::presets::vox2vec>,
+                                   kPaper, gpu, true, bf16cl)
+          ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+      benchmark::RegisterBenchmark(("step_cuda/" + mode + "/hdssl/10x128x128x32").c_str(), step<hdssl::presets::hdssl>,
+                                   kPaper, gpu, true, bf16cl)
+          ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+    }
     benchmark::RegisterBenchmark("gather_cuda/20x128x128x32", gather, gpu)->Unit(benchmark::kMillisecond)->UseRealTime();
   }
   benchmark::Initialize(&argc, argv);

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# hdssl's CUDA checks on a GPU machine: builds test_cuda and bench_kernels against the CUDA LibTorch of the
-# machine's PyTorch wheel (tests/cuda/standalone: no Eigen/NIfTI/CLI11 needed), runs both, and writes every
-# log and result to $OUT.
+# hdssl's CUDA checks on a GPU machine: builds test_cuda, bench_kernels and bench_model against the CUDA
+# LibTorch of the machine's PyTorch wheel (tests/cuda/standalone: no Eigen/NIfTI/CLI11 needed), runs them
+# (test_cuda: the kernels and the augmentations against the CPU; bench_kernels: shuffle, gather and the
+# augmentation sets against the bytes floor; bench_model: the training step, fp32 and bf16 + channels-last,
+# with peak memory and a per-phase breakdown) and PyTorch's step (benchmarks/pytorch/torch_step_bench.py) in
+# the same call, and writes every log and result to $OUT.
 #
 #   scripts/gpu_check.sh prepare   on a machine with the project's dependencies installed: copies the
 #                                  header-only test dependencies (doctest, nlohmann_json, Google Benchmark's
 #                                  header) and libbenchmark's shared library into build-gpu-deps/
 #   scripts/gpu_check.sh run       on the GPU machine (build-gpu-deps/ must travel with the tree)
 #
-# Environment: OUT (results folder; default build-gpu/out), HDSSL_GPU_BUDGET_S (whole run, default 450),
+# Environment: OUT (results folder; default build-gpu/out), HDSSL_GPU_BUDGET_S (whole run, default 560),
 # HDSSL_CUDA_ARCH (default 90), HDSSL_GPU_JOBS (default: all cores), HDSSL_GPU_CMAKE_ARGS (extra configure
 # arguments, split on spaces), HDSSL_GPU_BUILD_S (build step limit, default 300).
 # Every step runs under its own timeout inside the overall budget; a failed step is logged and the
@@ -36,7 +39,7 @@ run() {
   mkdir -p "$OUT"
   exec > >(tee "$OUT/gpu_check.log") 2>&1
   set -x
-  local budget="${HDSSL_GPU_BUDGET_S:-450}"
+  local budget="${HDSSL_GPU_BUDGET_S:-560}"
   local start=$SECONDS
   # step NAME LIMIT_S CMD...: runs CMD with min(LIMIT_S, what is left of the budget), logs to $OUT/NAME.log.
   step() {
@@ -92,12 +95,12 @@ run() {
   rm -rf "$BUILD/cmake"
   step configure 150 "${cfg[@]}"
   # keep going: build every target that compiles even if another fails.
-  if ! step build "${HDSSL_GPU_BUILD_S:-300}" cmake --build "$BUILD/cmake" -j "$jobs" --target test_cuda bench_kernels "${keep_going[@]}"; then
+  if ! step build "${HDSSL_GPU_BUILD_S:-300}" cmake --build "$BUILD/cmake" -j "$jobs" --target test_cuda bench_kernels bench_model "${keep_going[@]}"; then
     if [[ $cxx_std == 17 ]] && grep -qiE "c\+\+20|std=c\+\+2a|requires.*C\+\+ ?20" "$OUT/build.log"; then
       echo "=== the LibTorch seems to need C++20: reconfigure and rebuild"
       rm -rf "$BUILD/cmake"
       step configure 90 "${cfg[@]}" -DHDSSL_CXX_STANDARD=20
-      step build 240 cmake --build "$BUILD/cmake" -j "$jobs" --target test_cuda bench_kernels "${keep_going[@]}"
+      step build 240 cmake --build "$BUILD/cmake" -j "$jobs" --target test_cuda bench_kernels bench_model "${keep_going[@]}"
     fi
   fi
   grep -E "registers|spill|smem" "$OUT/build.log" | head -n 40 || true
@@ -142,6 +145,45 @@ PY
   else
     echo "=== bench_kernels: not built"
   fi
+  # The training step: ours (bench_model) and PyTorch's (torch_step_bench.py), same card, same call.
+  if [[ -x "$bin/bench_model" ]]; then
+    step bench_model 150 bash -c "'$bin/bench_model' --benchmark_filter=step_cuda --benchmark_format=json \
+      >'$OUT/bench_model.json'"
+  else
+    echo "=== bench_model: not built"
+  fi
+  step torch_step 150 bash -c "python3 '$ROOT/benchmarks/pytorch/torch_step_bench.py' --device cuda --steps 12 \
+    | tee '$OUT/torch_step.jsonl'"
+  python3 - "$OUT/bench_model.json" "$OUT/torch_step.jsonl" <<'PY' | tee "$OUT/step_summary.txt" || true
+import json, sys
+ours = {}
+try:
+    for b in json.load(open(sys.argv[1])).get("benchmarks", []):
+        if not b.get("error_occurred"):
+            _, mode, cfg, _ = b["name"].split("/")[:4]
+            ours[(cfg, "default" if mode == "fp32" else mode)] = b
+except (OSError, ValueError) as e:
+    print("bench_model results unreadable:", e)
+theirs = {}
+try:
+    for line in open(sys.argv[2]):
+        if line.startswith("{"):
+            r = json.loads(line)
+            theirs[(r["cfg"], "bf16cl" if r["amp_bf16"] else "default")] = r
+except OSError as e:
+    print("torch_step results unreadable:", e)
+print(f"{'step (10 pairs of 128x128x32)':<34}{'hdssl ms':>10}{'peak GiB':>10}{'fwd/bwd/opt ms':>18}{'PyTorch ms':>12}{'peak GiB':>10}{'speed-up':>10}")
+for cfg in ("hdssl", "vox2vec"):
+    for mode in ("default", "bf16cl"):
+        o, t = ours.get((cfg, mode)), theirs.get((cfg, mode))
+        ms = o["real_time"] if o else float("nan")
+        phases = f"{o['fwd_ms']:.0f}/{o['bwd_ms']:.0f}/{o['opt_ms']:.0f}" if o else "-"
+        tms = t["median_ms"] if t else float("nan")
+        print(f"{cfg + ' ' + mode:<34}{ms:>10.1f}{(o or {}).get('peak_GiB', float('nan')):>10.1f}{phases:>18}"
+              f"{tms:>12.1f}{(t or {}).get('peak_gib') or float('nan'):>10.1f}{tms / ms if ms == ms and ms > 0 else float('nan'):>10.2f}")
+tuned = {c: theirs.get((c, "bf16cl"), {}).get("median_ms") for c in ("hdssl", "vox2vec")}
+print("targets: hdssl <= 110 ms and vox2vec <= 75 ms, each <= half of PyTorch's bf16cl step:", tuned)
+PY
   echo "=== done after $((SECONDS - start))s"
   ls -la "$OUT"
   sleep 1  # let tee flush the log
