@@ -507,6 +507,9 @@ struct OneViewOnly {
 
 TEST_CASE("Views off the CPU go through each policy's batched path, or fail with a clear error") {
   static_assert(has_batched_path_v<BatchedMark> && !has_batched_path_v<OneViewOnly>);
+  // Two policies with one purpose would share their stream: such a set does not compile.
+  static_assert(hdssl::augment::detail::distinct_purposes<BatchedMark, OneViewOnly, Bezier>());
+  static_assert(!hdssl::augment::detail::distinct_purposes<BatchedMark, Bezier, NotAnAugmentation>());
   static_assert(has_batched_path_v<LocalPixelShuffle> && has_batched_path_v<Bezier> && has_batched_path_v<Inpaint> &&
                 has_batched_path_v<Outpaint> && has_batched_path_v<AxialFilter> && has_batched_path_v<GaussianNoise> &&
                 has_batched_path_v<RandomWindow>);

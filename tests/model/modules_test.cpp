@@ -336,7 +336,7 @@ hdssl::nn::PretrainLosses indexing_path_losses(hdssl::nn::PretrainModelImpl<P>& 
   if constexpr (P::reconstruction) {
     out.reconstruction = hdssl::loss::reconstruction_mse(m.recon_head->forward(p1[0]), b.target1,
                                                          m.recon_head->forward(p2[0]), b.target2);
-    out.total = out.info_nce + m.options.reconstruction_weight * out.reconstruction;
+    out.total = out.info_nce + *m.options.reconstruction_weight * out.reconstruction;
   }
   return out;
 }
@@ -583,8 +583,16 @@ TEST_CASE("PretrainOptions: JSON round trip and strict keys") {
   CHECK_THROWS_AS(nlohmann::json::parse(R"({"temperature": 0})").get<hdssl::nn::PretrainOptions>(), hdssl::ConfigError);
   CHECK_THROWS_AS(nlohmann::json::parse(R"({"projection_dim": 1.5})").get<hdssl::nn::PretrainOptions>(), hdssl::ConfigError);
   CHECK_THROWS_AS(nlohmann::json::parse(R"([1])").get<hdssl::nn::PretrainOptions>(), hdssl::ConfigError);
-  // The loss policy's default applies when the weight is left unset.
+  // The loss policy's default applies when the weight is left unset; without a reconstruction term it stays
+  // unset, and setting it is refused rather than silently carried.
   CHECK(hdssl::nn::PretrainModel<TinyHybrid>()->options.reconstruction_weight == 10.0);
+  CHECK_FALSE(nlohmann::json::parse(R"({"reconstruction_weight": null})").get<hdssl::nn::PretrainOptions>().reconstruction_weight);
+  CHECK_THROWS_AS(nlohmann::json::parse(R"({"reconstruction_weight": -1})").get<hdssl::nn::PretrainOptions>(), hdssl::ConfigError);
+  CHECK_FALSE(hdssl::nn::PretrainModel<hdssl::presets::vox2vec>()->options.reconstruction_weight);
+  hdssl::nn::PretrainOptions weighted;
+  weighted.reconstruction_weight = 5;
+  CHECK_THROWS_WITH_AS(hdssl::nn::PretrainModel<hdssl::presets::vox2vec>(weighted),
+                       doctest::Contains("this preset has no reconstruction term"), hdssl::ConfigError);
 }
 
 // ---------------------------------------------------------------------------------------- weights

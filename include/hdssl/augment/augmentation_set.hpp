@@ -45,6 +45,21 @@ struct all_distinct : std::true_type {};
 template <typename T, typename... Ts>
 struct all_distinct<T, Ts...> : std::bool_constant<!is_one_of_v<T, Ts...> && all_distinct<Ts...>::value> {};
 
+/// True when no two of the policies draw from the same random-stream purpose.
+template <typename... A>
+constexpr bool distinct_purposes() {
+  constexpr std::size_t n = sizeof...(A);
+  if constexpr (n < 2) {
+    return true;
+  } else {
+    constexpr Purpose p[n] = {A::purpose...};
+    for (std::size_t i = 0; i < n; ++i)
+      for (std::size_t j = i + 1; j < n; ++j)
+        if (p[i] == p[j]) return false;
+    return true;
+  }
+}
+
 template <typename T, typename... Ts>
 struct index_of;
 template <typename T, typename... Ts>
@@ -62,6 +77,9 @@ class AugmentationSet {
   static_assert(detail::all_distinct<A...>::value,
                 "an augmentation appears twice in one set: both copies would draw the same random stream; "
                 "wrap the second in a distinct tag struct with its own purpose");
+  static_assert(detail::distinct_purposes<A...>(),
+                "two augmentations of one set have the same `purpose`: they would draw the same random numbers; "
+                "give each its own hdssl::Purpose (user-defined ones from Purpose::user up)");
 
  public:
   using options_type = std::tuple<typename A::options_type...>;

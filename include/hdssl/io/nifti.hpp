@@ -894,3 +894,15 @@ inline void write_nifti(const std::filesystem::path& path, const Volume& volume,
 }
 
 }  // namespace hdssl::io
+
+// nifticlib's helper macros with generic names would otherwise reach every file that includes hdssl (and
+// clash with ordinary identifiers such as swap_2 or LSB_FIRST); hdssl uses none of them. The NIfTI API
+// itself (functions, DT_* / NIFTI_* codes) stays available.
+#undef swap_2
+#undef swap_4
+#undef ASSIF
+#undef LSB_FIRST
+#undef MSB_FIRST
+#undef REVERSE_ORDER
+#undef LNI_FERR
+#undef LNI_MAX_NIA_EXT_LEN

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,9 +36,9 @@ struct PretrainOptions {
   int64_t levels = 0;
   /// InfoNCE temperature tau.
   double temperature = 0.1;
-  /// lambda of L = L_nce + lambda * L_mse; negative = the loss policy's default (10 for the paper).
-  /// Ignored by presets without a reconstruction term.
-  double reconstruction_weight = -1.0;
+  /// lambda of L = L_nce + lambda * L_mse; unset = the loss policy's default (10 for the paper). Stays
+  /// unset for presets without a reconstruction term, where setting it is a ConfigError.
+  std::optional<double> reconstruction_weight;
   /// Output size of the projection head.
   int64_t projection_dim = 128;
 };
@@ -47,7 +48,7 @@ inline void to_json(nlohmann::json& j, const PretrainOptions& o) {
                      {"base_channels", o.base_channels},
                      {"levels", o.levels},
                      {"temperature", o.temperature},
-                     {"reconstruction_weight", o.reconstruction_weight},
+                     {"reconstruction_weight", o.reconstruction_weight ? nlohmann::json(*o.reconstruction_weight) : nlohmann::json()},
                      {"projection_dim", o.projection_dim}};
 }
 
@@ -60,7 +61,7 @@ inline void from_json(const nlohmann::json& j, PretrainOptions& o) {
       .read<int64_t>("base_channels", o.base_channels, 0, 1 << 16)
       .read<int64_t>("levels", o.levels, 0, ops::kMaxGatherLevels)
       .read<double>("temperature", o.temperature, 0.0, any)
-      .read<double>("reconstruction_weight", o.reconstruction_weight, -any, any)
+      .read<double>("reconstruction_weight", o.reconstruction_weight, 0.0, any)
       .read<int64_t>("projection_dim", o.projection_dim, 1, big);
   if (!(o.temperature > 0)) r.fail("temperature", "must be > 0");
   if (o.levels == 1) r.fail("levels", "a pyramid needs at least 2 levels (0 = the preset's)");
@@ -93,7 +94,12 @@ class PretrainModelImpl : public torch::nn::Module {
   /// `options_.base_channels` / `levels` of 0 are replaced by the preset's, so `options` always holds the
   /// numbers the model was built with.
   explicit PretrainModelImpl(const PretrainOptions& options_ = {}) : options(options_) {
-    if (options.reconstruction_weight < 0) options.reconstruction_weight = Preset::loss::default_reconstruction_weight;
+    if constexpr (Preset::loss::reconstruction) {
+      if (!options.reconstruction_weight) options.reconstruction_weight = Preset::loss::default_reconstruction_weight;
+    } else if (options.reconstruction_weight) {
+      throw ConfigError("PretrainModel: reconstruction_weight = " + std::to_string(*options.reconstruction_weight) +
+                        " was given, but this preset has no reconstruction term (leave it unset)");
+    }
     if (options.base_channels == 0) options.base_channels = Preset::base_channels;
     if (options.levels == 0) options.levels = Preset::levels;
     if (options.levels < 2 || options.levels > ops::kMaxGatherLevels)
@@ -153,7 +159,7 @@ class PretrainModelImpl : public torch::nn::Module {
                         "un-augmented crops) are required");
       out.reconstruction = loss::reconstruction_mse(recon_head->forward(pyramid1[0]), batch.target1,
                                                     recon_head->forward(pyramid2[0]), batch.target2);
-      out.total = out.info_nce + options.reconstruction_weight * out.reconstruction;
+      out.total = out.info_nce + *options.reconstruction_weight * out.reconstruction;
     }
     return out;
   }
