@@ -65,6 +65,7 @@
 #include "hdssl/ops/cpu/local_shuffle.hpp"
 #include "hdssl/ops/cuda/launch.hpp"
 #include "hdssl/ops/element_bits.hpp"
+#include "hdssl/ops/gather_checks.hpp"
 #include "hdssl/ops/gather_functor.hpp"
 #include "hdssl/ops/gather_pyramid.hpp"
 #include "hdssl/ops/local_shuffle.hpp"

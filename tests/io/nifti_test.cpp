@@ -502,3 +502,35 @@ TEST_CASE("a byte-swapped (big-endian) file written by hand reads like its nativ
   CHECK(torch::equal(a.data, b.data));
   CHECK(a.affine == b.affine);
 }
+
+TEST_CASE("flip_in_place (the reader's reorientation) equals torch::flip on every axis and element size") {
+  for (const auto dtype : {torch::kUInt8, torch::kInt16, torch::kFloat32, torch::kFloat64, torch::kInt64}) {
+    const torch::Tensor src = torch::arange(5 * 4 * 3, torch::kInt64).reshape({5, 4, 3}).to(dtype);
+    for (int dim = 0; dim < 3; ++dim) {
+      torch::Tensor t = src.clone();
+      hdssl::io::detail::flip_in_place(t, dim);
+      CHECK_MESSAGE(torch::equal(t, src.flip({dim})), "dtype " << dtype << ", dim " << dim);
+    }
+  }
+}
+
+TEST_CASE("reading with reorientation equals reading as stored then reorienting, for every flip and permutation") {
+  hdssl::test::TempDir tmp;
+  const torch::Tensor data = torch::rand({6, 5, 4});
+  // LPI with the voxel axes permuted (i -> S, j -> L, k -> P): a permutation and flips on two axes.
+  Eigen::Matrix4d affine = Eigen::Matrix4d::Zero();
+  affine(2, 0) = -1.5;
+  affine(0, 1) = -0.8;
+  affine(1, 2) = -1.2;
+  affine(3, 3) = 1.0;
+  affine.block<3, 1>(0, 3) << 10, -20, 30;
+  hdssl::io::write_nifti(tmp / "perm.nii", data, affine);
+  NiftiReadOptions stored;
+  stored.reorient = false;
+  const Volume a = hdssl::io::read_nifti(tmp / "perm.nii", stored);
+  const Volume expected = hdssl::as_closest_canonical(a);
+  const Volume b = hdssl::io::read_nifti(tmp / "perm.nii");
+  CHECK(hdssl::axis_codes(b.affine) == "RAS");
+  CHECK(torch::equal(b.data, expected.data));
+  CHECK(b.affine == expected.affine);
+}

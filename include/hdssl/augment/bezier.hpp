@@ -168,7 +168,7 @@ struct Bezier {
   /// A batch of views (CPU or CUDA) with view v drawing from stream view_offset + v (ops/augment_batch.hpp).
   static void apply_batch(torch::Tensor views, const Options& o, std::uint64_t seed, std::uint64_t batch,
                           std::uint64_t view_offset) {
-    const auto V = static_cast<std::size_t>(views.defined() && views.dim() > 0 ? views.size(0) : 0);
+    const std::size_t V = ops::batch_size(views);
     std::vector<std::optional<BezierMap>> maps(V);  // the tables point into these
     std::vector<ops::BezierTable> tables(V);
     for (std::size_t v = 0; v < V; ++v) {

@@ -56,7 +56,7 @@ Box draw_box(const ViewRef& v, Rng& rng, SizeLo size_lo, SizeHi size_hi) {
 template <typename P>
 void noise_boxes_batch(torch::Tensor views, const typename P::Options& o, std::uint64_t seed, std::uint64_t batch,
                        std::uint64_t view_offset, bool inside) {
-  const auto V = static_cast<std::size_t>(views.defined() && views.dim() > 0 ? views.size(0) : 0);
+  const std::size_t V = ops::batch_size(views);
   const ops::AugmentViews shape = ops::augment_views(views, V, P::name);
   const ViewRef dims{nullptr, shape.nx, shape.ny, shape.nz};
   std::vector<std::uint64_t> keys(V);

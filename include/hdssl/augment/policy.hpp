@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace hdssl::augment {
 
@@ -47,6 +48,20 @@ struct ViewRef {
 template <typename P>
 Rng view_stream(std::uint64_t seed, std::uint64_t batch, std::uint64_t view) {
   return Rng::for_stream(seed, batch, view, P::purpose);
+}
+
+/// P::draw(o, rng) for each of `views` views of a batch, view v from the stream of view view_offset + v: the
+/// per-view parameters of a batched path whose draws need nothing but the options.
+template <typename P>
+auto draw_views(const typename P::options_type& o, std::size_t views, std::uint64_t seed, std::uint64_t batch,
+                std::uint64_t view_offset) {
+  std::vector<decltype(P::draw(o, std::declval<Rng&>()))> draws;
+  draws.reserve(views);
+  for (std::size_t v = 0; v < views; ++v) {
+    Rng rng = view_stream<P>(seed, batch, view_offset + v);
+    draws.push_back(P::draw(o, rng));
+  }
+  return draws;
 }
 
 // ------------------------------------------------------------------ detection idiom (C++17)

@@ -143,7 +143,7 @@ struct AxialFilter {
   /// A batch of views (CPU or CUDA) with view v drawing from stream view_offset + v (ops/augment_batch.hpp).
   static void apply_batch(torch::Tensor views, const Options& o, std::uint64_t seed, std::uint64_t batch,
                           std::uint64_t view_offset) {
-    const auto V = static_cast<std::size_t>(views.defined() && views.dim() > 0 ? views.size(0) : 0);
+    const std::size_t V = ops::batch_size(views);
     std::vector<ops::AxialFilterDraw> draws(V);
     std::vector<float> weights;
     const auto add_kernel = [&](double sigma, std::int32_t& offset, std::int32_t& radius) {
@@ -211,13 +211,7 @@ struct GaussianNoise {
   /// A batch of views (CPU or CUDA) with view v drawing from stream view_offset + v (ops/augment_batch.hpp).
   static void apply_batch(torch::Tensor views, const Options& o, std::uint64_t seed, std::uint64_t batch,
                           std::uint64_t view_offset) {
-    const auto V = static_cast<std::size_t>(views.defined() && views.dim() > 0 ? views.size(0) : 0);
-    std::vector<ops::GaussianNoiseDraw> draws(V);
-    for (std::size_t v = 0; v < V; ++v) {
-      Rng rng = view_stream<GaussianNoise>(seed, batch, view_offset + v);
-      draws[v] = draw(o, rng);
-    }
-    ops::gaussian_noise_batch_(views, draws);
+    ops::gaussian_noise_batch_(views, draw_views<GaussianNoise>(o, ops::batch_size(views), seed, batch, view_offset));
   }
 };
 
@@ -270,13 +264,7 @@ struct RandomWindow {
   /// A batch of views (CPU or CUDA) with view v drawing from stream view_offset + v (ops/augment_batch.hpp).
   static void apply_batch(torch::Tensor views, const Options& o, std::uint64_t seed, std::uint64_t batch,
                           std::uint64_t view_offset) {
-    const auto V = static_cast<std::size_t>(views.defined() && views.dim() > 0 ? views.size(0) : 0);
-    std::vector<ops::WindowDraw> draws(V);
-    for (std::size_t v = 0; v < V; ++v) {
-      Rng rng = view_stream<RandomWindow>(seed, batch, view_offset + v);
-      draws[v] = draw(o, rng);
-    }
-    ops::window_batch_(views, draws);
+    ops::window_batch_(views, draw_views<RandomWindow>(o, ops::batch_size(views), seed, batch, view_offset));
   }
 };
 

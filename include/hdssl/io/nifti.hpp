@@ -382,10 +382,15 @@ inline NiftiHeader interpret_header(const std::filesystem::path& p, const unsign
 
 /// Finite double values beyond float32's range would load as infinities, counted as "non-finite" voxels
 /// the file never had: refused, naming the largest value, unless the caller keeps the file's type.
-inline void check_float32_range(const std::filesystem::path& p, const torch::Tensor& d, const std::string& when) {
-  if (d.numel() == 0) return;
+/// The largest finite |value| of d (0 for an empty tensor or one without finite values).
+inline double largest_finite(const torch::Tensor& d) {
+  if (d.numel() == 0) return 0.0;
   const auto finite = torch::isfinite(d);
-  const double largest = torch::where(finite, d.abs(), torch::zeros_like(d)).max().item<double>();
+  return torch::where(finite, d.abs(), torch::zeros_like(d)).max().item<double>();
+}
+
+/// Refuses values that a float32 result cannot hold, naming the largest.
+inline void check_float32_range(const std::filesystem::path& p, double largest, const std::string& when) {
   if (largest > static_cast<double>(std::numeric_limits<float>::max())) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.6g", largest);
@@ -521,11 +526,65 @@ inline torch::Tensor raw_view(std::vector<unsigned char>& bytes, const NiftiHead
   }
 }
 
-/// (Z, Y, X) view -> new contiguous (X, Y, Z) tensor of type st: the axis permutation and the type
-/// conversion happen in one pass over the voxels.
-inline torch::Tensor to_xyz(const torch::Tensor& zyx, torch::ScalarType st) {
-  torch::Tensor out = torch::empty({zyx.size(2), zyx.size(1), zyx.size(0)}, torch::TensorOptions().dtype(st));
-  out.copy_(zyx.permute({2, 1, 0}));
+/// The (Z, Y, X) view of the file's bytes as an (X, Y, Z) view, its axes then permuted as r says (a view:
+/// no voxel moves yet; r's flips are applied to the result in place, flip_in_place).
+inline torch::Tensor oriented_view(const torch::Tensor& zyx, const Reorientation& r) {
+  const torch::Tensor xyz = zyx.permute({2, 1, 0});
+  return xyz.permute({r.source_axis[0], r.source_axis[1], r.source_axis[2]});
+}
+
+/// (view) -> new contiguous tensor of type st: the axis permutation and the type conversion happen in one
+/// pass over the voxels.
+inline torch::Tensor to_xyz(const torch::Tensor& view, torch::ScalarType st) {
+  torch::Tensor out = torch::empty(view.sizes(), torch::TensorOptions().dtype(st));
+  out.copy_(view);
+  return out;
+}
+
+template <typename T>
+void reverse_rows(T* data, int64_t rows, int64_t n) {
+  at::parallel_for(0, rows, 1, [&](int64_t b, int64_t e) {
+    for (int64_t row = b; row < e; ++row) std::reverse(data + row * n, data + (row + 1) * n);
+  });
+}
+
+/// Reverses a contiguous 3-D tensor along `dim` in place (no second copy of the volume).
+inline void flip_in_place(torch::Tensor& t, int dim) {
+  const int64_t n = t.size(dim);
+  if (n < 2) return;
+  int64_t outer = 1, inner = 1;
+  for (int d = 0; d < dim; ++d) outer *= t.size(d);
+  for (int64_t d = dim + 1; d < t.dim(); ++d) inner *= t.size(d);
+  const auto esize = static_cast<int64_t>(t.element_size());
+  if (inner == 1) {
+    switch (esize) {
+      case 1: return reverse_rows(static_cast<uint8_t*>(t.data_ptr()), outer, n);
+      case 2: return reverse_rows(static_cast<uint16_t*>(t.data_ptr()), outer, n);
+      case 4: return reverse_rows(static_cast<uint32_t*>(t.data_ptr()), outer, n);
+      case 8: return reverse_rows(static_cast<uint64_t*>(t.data_ptr()), outer, n);
+      default: break;
+    }
+  }
+  const int64_t bytes = inner * esize;  // one slice across `dim`
+  auto* base = static_cast<unsigned char*>(t.data_ptr());
+  at::parallel_for(0, outer, 1, [&](int64_t b, int64_t e) {
+    for (int64_t o = b; o < e; ++o) {
+      unsigned char* p = base + o * n * bytes;
+      for (int64_t k = 0; k < n / 2; ++k) std::swap_ranges(p + k * bytes, p + (k + 1) * bytes, p + (n - 1 - k) * bytes);
+    }
+  });
+}
+
+/// The result of `view` as type st, converted one x slab at a time through float64 by `slab_fn(d)`
+/// (scaling, checks), so that no whole-volume float64 copy exists.
+template <typename F>
+torch::Tensor convert_by_slab(const torch::Tensor& view, torch::ScalarType st, F&& slab_fn) {
+  torch::Tensor out = torch::empty(view.sizes(), torch::TensorOptions().dtype(st));
+  for (int64_t x = 0; x < view.size(0); ++x) {
+    torch::Tensor d = view.select(0, x).to(torch::kFloat64);
+    slab_fn(d);
+    out.select(0, x).copy_(d);
+  }
   return out;
 }
 
@@ -600,36 +659,51 @@ inline Volume read_nifti(const std::filesystem::path& path, const NiftiReadOptio
     nifti_swap_Nbytes(static_cast<int64_t>(bytes.size()) / h.bytes_per_voxel, h.bytes_per_voxel, bytes.data());
   const torch::Tensor raw = detail::raw_view(bytes, h);
   const bool float_file = !detail::datatype_is_integer(h.datatype);
+  // Reorientation (nibabel's as_closest_canonical) is folded into the one converting copy: its axis
+  // permutation as a view of the file's bytes, its flips in place afterwards. With scaling done slab by
+  // slab, a read peaks at the file's bytes plus the result, never a second whole volume.
+  Reorientation r;
+  if (options.reorient) r = reorientation_between(io_orientation(h.affine), ras_orientation());
+  const torch::Tensor view = detail::oriented_view(raw, r);
   torch::Tensor t;
   switch (options.load_as) {
     case LoadType::Float32:
     case LoadType::Native:
       if (h.scaled) {
         // Scale in double, as the NIfTI standard's float arithmetic allows, then round once.
-        torch::Tensor d = detail::to_xyz(raw, torch::kFloat64);
-        d.mul_(h.scl_slope).add_(h.scl_inter);
-        detail::check_float32_range(path, d, "after scl_slope / scl_inter");
-        t = d.to(torch::kFloat32);
+        double largest = 0;
+        t = detail::convert_by_slab(view, torch::kFloat32, [&](torch::Tensor& d) {
+          d.mul_(h.scl_slope).add_(h.scl_inter);
+          largest = std::max(largest, detail::largest_finite(d));
+        });
+        detail::check_float32_range(path, largest, "after scl_slope / scl_inter");
       } else {
-        if (options.load_as == LoadType::Float32 && raw.scalar_type() == torch::kFloat64)
-          detail::check_float32_range(path, raw, "");
-        t = detail::to_xyz(raw, options.load_as == LoadType::Float32 ? torch::kFloat32 : raw.scalar_type());
+        if (options.load_as == LoadType::Float32 && raw.scalar_type() == torch::kFloat64) {
+          double largest = 0;  // slab by slab: no whole-volume temporaries
+          for (int64_t x = 0; x < view.size(0); ++x) largest = std::max(largest, detail::largest_finite(view.select(0, x)));
+          detail::check_float32_range(path, largest, "");
+        }
+        t = detail::to_xyz(view, options.load_as == LoadType::Float32 ? torch::kFloat32 : raw.scalar_type());
       }
       break;
     case LoadType::Int64:
       if (h.scaled || float_file) {
-        torch::Tensor d = detail::to_xyz(raw, torch::kFloat64);
-        if (h.scaled) d.mul_(h.scl_slope).add_(h.scl_inter);
-        const bool whole = torch::isfinite(d).all().item<bool>() && torch::equal(d, d.round()) &&
-                           (d.numel() == 0 || (d.abs().max().item<double>() < 9.0e18));
+        bool whole = true;
+        t = detail::convert_by_slab(view, torch::kInt64, [&](torch::Tensor& d) {
+          if (h.scaled) d.mul_(h.scl_slope).add_(h.scl_inter);
+          whole = whole && torch::isfinite(d).all().item<bool>() && torch::equal(d, d.round()) &&
+                  (d.numel() == 0 || (d.abs().max().item<double>() < 9.0e18));
+          if (!whole) d.zero_();  // refused below; keeps the conversion defined
+        });
         if (!whole) throw DataError(path.string() + ": cannot load as integer labels, the voxel values are not all whole numbers");
-        t = d.to(torch::kInt64);
       } else {
-        t = detail::to_xyz(raw, torch::kInt64);
+        t = detail::to_xyz(view, torch::kInt64);
       }
       break;
   }
   std::vector<unsigned char>().swap(bytes);
+  for (int j = 0; j < 3; ++j)
+    if (r.flip[j]) detail::flip_in_place(t, j);
   // Count what the caller gets: scaling can also push finite values past float32's range.
   int64_t non_finite = 0;
   if (t.is_floating_point() && (float_file || h.scaled)) non_finite = t.numel() - torch::isfinite(t).sum().item<int64_t>();
@@ -637,7 +711,7 @@ inline Volume read_nifti(const std::filesystem::path& path, const NiftiReadOptio
   Volume v;
   v.source = path.string();
   v.data = t;
-  v.affine = h.affine;
+  v.affine = r.is_identity() ? h.affine : reoriented_affine(h.affine, r, {{h.nx, h.ny, h.nz}});
   NiftiMeta& m = v.meta;
   m.nifti_version = h.version;
   m.datatype = h.datatype;
@@ -654,7 +728,6 @@ inline Volume read_nifti(const std::filesystem::path& path, const NiftiReadOptio
   m.num_volumes = h.nt;
   m.volume_index = options.volume;
   m.non_finite_count = non_finite;
-  if (options.reorient) v = as_closest_canonical(v);
   return v;
 }
 

@@ -99,7 +99,23 @@ void for_each_index(const at::Tensor& views, const F& f, const char* what) {
   });
 }
 
+/// Packs `draws` (one per view), places them where the views are and runs f with f.*field pointing at them.
+template <typename F, typename D>
+void run_with_draws(const at::Tensor& views, F f, const D* F::*field, const std::vector<D>& draws, const char* what) {
+  ParamPack pack;
+  const std::size_t offset = pack.put(draws);
+  pack.place(views.device());
+  pack.upload();
+  f.*field = pack.device<D>(offset);
+  for_each_index(views, f, what);
+}
+
 }  // namespace detail
+
+/// The number of views of a batch (0 for an undefined or 0-d tensor, which augment_views then refuses).
+inline std::size_t batch_size(const at::Tensor& views) {
+  return static_cast<std::size_t>(views.defined() && views.dim() > 0 ? views.size(0) : 0);
+}
 
 /// The batch as AugmentViews: `views` must be a contiguous float32 [V, X, Y, Z] or [V, 1, X, Y, Z] tensor on the
 /// CPU or a CUDA device, and `per_view` (the number of drawn parameter sets) must be V; DataError otherwise.
@@ -193,12 +209,7 @@ inline void gaussian_noise_batch_(at::Tensor& views, const std::vector<GaussianN
   bool any = false;
   for (const auto& d : draws) any = any || d.on;
   if (!any) return;
-  detail::ParamPack pack;
-  const std::size_t d = pack.put(draws);
-  pack.place(views.device());
-  pack.upload();
-  f.draws = pack.device<GaussianNoiseDraw>(d);
-  detail::for_each_index(views, f, "gaussian_noise");
+  detail::run_with_draws(views, f, &GaussianNoiseFunctor::draws, draws, "gaussian_noise");
 }
 
 /// Axial blur or sharpening with each view's draw; `weights` holds every kernel the draws point into.
@@ -235,12 +246,7 @@ inline void axial_filter_batch_(at::Tensor& views, const std::vector<AxialFilter
 inline void window_batch_(at::Tensor& views, const std::vector<WindowDraw>& draws) {
   WindowFunctor f;
   f.v = augment_views(views, draws.size(), "random_window");
-  detail::ParamPack pack;
-  const std::size_t d = pack.put(draws);
-  pack.place(views.device());
-  pack.upload();
-  f.draws = pack.device<WindowDraw>(d);
-  detail::for_each_index(views, f, "random_window");
+  detail::run_with_draws(views, f, &WindowFunctor::draws, draws, "random_window");
 }
 
 }  // namespace hdssl::ops

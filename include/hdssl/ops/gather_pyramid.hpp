@@ -8,7 +8,7 @@
 // (see ops/cuda/gather_pyramid.cuh for why). On CUDA the additions are atomics, so float32 sums can differ
 // in the last bits from run to run; on the CPU each thread owns whole output columns and adds rows in order.
 #include "hdssl/core/error.hpp"
-#include "hdssl/nn/gather.hpp"
+#include "hdssl/ops/gather_checks.hpp"
 #include "hdssl/ops/cpu/gather_pyramid.hpp"
 #include "hdssl/ops/gather_functor.hpp"
 #include "hdssl/ops/torch_compat.hpp"
@@ -28,8 +28,8 @@ namespace detail {
 
 /// Shapes, devices, dtypes and index range (the range check reads the index's min/max to the host).
 inline void check_gather(const std::vector<at::Tensor>& pyramid, const at::Tensor& voxel_index,
-                         nn::IndexCheck check = nn::IndexCheck::range) {
-  nn::detail::check_gather_inputs(pyramid, voxel_index, check);  // shapes, device, batch, rows in range
+                         IndexCheck check = IndexCheck::range) {
+  check_gather_inputs(pyramid, voxel_index, check);  // shapes, device, batch, rows in range
   if (pyramid.size() > static_cast<size_t>(kMaxGatherLevels))
     throw DataError("gather_pyramid: " + std::to_string(pyramid.size()) + " pyramid levels, at most " +
                     std::to_string(kMaxGatherLevels) + " are supported");
@@ -225,7 +225,7 @@ class GatherPyramidFunction : public torch::autograd::Function<GatherPyramidFunc
 /// Returns [N, sum C_i]. Throws hdssl::DataError on bad shapes, dtypes, devices or (with IndexCheck::range,
 /// the default) out-of-range rows; IndexCheck::shapes skips the range check and its host synchronisation.
 inline at::Tensor gather_pyramid(const std::vector<at::Tensor>& pyramid, const at::Tensor& voxel_index,
-                                 nn::IndexCheck check = nn::IndexCheck::range) {
+                                 IndexCheck check = IndexCheck::range) {
   detail::check_gather(pyramid, voxel_index, check);
   return GatherPyramidFunction::apply(voxel_index, at::TensorList(pyramid));
 }
