@@ -26,6 +26,16 @@ using hdssl::io::NiftiReadOptions;
 using hdssl::io::NiftiWriteOptions;
 
 namespace {
+/// Write options with a datatype code and NIfTI version, the rest default.
+hdssl::io::NiftiWriteOptions write_options(int datatype, int version = 1) {
+  hdssl::io::NiftiWriteOptions o;
+  o.datatype = datatype;
+  o.nifti_version = version;
+  return o;
+}
+}  // namespace
+
+namespace {
 
 using hdssl::test::have_nibabel;
 using hdssl::test::run_python;
@@ -330,7 +340,7 @@ TEST_CASE("scl_slope / scl_inter: stored integers are scaled at load, exactly") 
   }
   // A slope of 0 in the file means no scaling.
   {
-    hdssl::io::write_nifti(tmp / "z.nii", test_image(), oblique_affine(), NiftiWriteOptions{4});
+    hdssl::io::write_nifti(tmp / "z.nii", test_image(), oblique_affine(), write_options(4));
     auto bytes = hdssl::test::read_file_bytes(tmp / "z.nii");
     hdssl::test::put<float>(bytes, 112, 0.0f);
     hdssl::test::put<float>(bytes, 116, 55.0f);
@@ -366,7 +376,7 @@ TEST_CASE("non-finite voxels load and are counted") {
 TEST_CASE("4-D round trip and writing back into the source orientation") {
   hdssl::test::TempDir tmp;
   const torch::Tensor series = torch::stack({test_image(), test_image() * 2, test_image() * 3}, 3);
-  hdssl::io::write_nifti(tmp / "s4.nii.gz", series, oblique_affine(), NiftiWriteOptions{4, 2});
+  hdssl::io::write_nifti(tmp / "s4.nii.gz", series, oblique_affine(), write_options(4, 2));
   NiftiReadOptions r;
   r.reorient = false;
   r.volume = 2;
@@ -379,7 +389,7 @@ TEST_CASE("4-D round trip and writing back into the source orientation") {
   Eigen::Matrix4d lps = Eigen::Matrix4d::Identity();
   lps.diagonal() << -1.5, -2.0, 3.0, 1.0;
   lps.block<3, 1>(0, 3) << 100.0, 50.0, -20.0;
-  hdssl::io::write_nifti(tmp / "lps.nii", test_image(), lps, NiftiWriteOptions{4});
+  hdssl::io::write_nifti(tmp / "lps.nii", test_image(), lps, write_options(4));
   const Volume ras = hdssl::io::read_nifti(tmp / "lps.nii");
   CHECK(hdssl::axis_codes(ras.affine) == "RAS");
   CHECK(ras.meta.source_affine == lps);
@@ -476,7 +486,7 @@ TEST_CASE("every damaged file is refused with an IoError naming the file and the
 
 TEST_CASE("a byte-swapped (big-endian) file written by hand reads like its native twin") {
   hdssl::test::TempDir tmp;
-  hdssl::io::write_nifti(tmp / "le.nii", test_image(), oblique_affine(), NiftiWriteOptions{4});
+  hdssl::io::write_nifti(tmp / "le.nii", test_image(), oblique_affine(), write_options(4));
   auto bytes = hdssl::test::read_file_bytes(tmp / "le.nii");
   // Swap the header fields we know (all 2-, 4-byte fields of NIfTI-1) and the int16 voxels.
   auto swap_at = [&](size_t off, size_t size) { std::reverse(bytes.begin() + static_cast<std::ptrdiff_t>(off), bytes.begin() + static_cast<std::ptrdiff_t>(off + size)); };

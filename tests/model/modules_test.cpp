@@ -591,7 +591,7 @@ TEST_CASE("PretrainOptions: JSON round trip and strict keys") {
   CHECK_FALSE(hdssl::nn::PretrainModel<hdssl::presets::vox2vec>()->options.reconstruction_weight);
   hdssl::nn::PretrainOptions weighted;
   weighted.reconstruction_weight = 5;
-  CHECK_THROWS_WITH_AS(hdssl::nn::PretrainModel<hdssl::presets::vox2vec>(weighted),
+  CHECK_THROWS_WITH_AS((void)hdssl::nn::PretrainModel<hdssl::presets::vox2vec>(weighted),
                        doctest::Contains("this preset has no reconstruction term"), hdssl::ConfigError);
 }
 

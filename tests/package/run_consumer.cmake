@@ -25,7 +25,15 @@ find_program(CCACHE ccache)
 if(CCACHE)
   list(APPEND args -DCMAKE_CXX_COMPILER_LAUNCHER=${CCACHE})
 endif()
+# The installed package is consumed by a Release project; the source tree by a project that sets no build
+# type at all, which must still have none after add_subdirectory (hdssl's Release default is for its own
+# top-level build only).
+if(MODE STREQUAL "find_package")
+  set(build_type Release)
+else()
+  set(build_type "")
+endif()
 run("configure consumer (${MODE})" ${CMAKE_COMMAND} -S "${CONSUMER_DIR}" -B "${WORK_DIR}/build"
-    -G "${GENERATOR}" -DCMAKE_BUILD_TYPE=Release -DHDSSL_MODE=${MODE} ${args})
+    -G "${GENERATOR}" "-DCMAKE_BUILD_TYPE=${build_type}" "-DEXPECTED_BUILD_TYPE=${build_type}" -DHDSSL_MODE=${MODE} ${args})
 run("build consumer (${MODE})" ${CMAKE_COMMAND} --build "${WORK_DIR}/build" -j2)
 run("run consumer (${MODE})" "${WORK_DIR}/build/consumer")

@@ -16,6 +16,7 @@
 #include "hdssl/loss/infonce.hpp"
 #include "hdssl/loss/reconstruction.hpp"
 #include "hdssl/nn/fpn.hpp"
+#include "hdssl/nn/gather.hpp"
 #include "hdssl/nn/heads.hpp"
 #include "hdssl/nn/policies.hpp"
 #include "hdssl/nn/projection.hpp"

@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "hdssl/core/error.hpp"
+#include "hdssl/ops/torch_compat.hpp"
 #include "hdssl/train/distributed_options.hpp"
 
 namespace hdssl::train::dist {
@@ -103,6 +104,22 @@ struct LaunchEnvironment {
   }
 };
 
+/// A driver's --device auto|cpu|cuda for this process: GPU LOCAL_RANK when cuda is asked for or, under auto,
+/// usable (a CUDA device visible and hdssl's CUDA ops built in); the CPU otherwise. `option` names the
+/// setting in the ConfigError when cuda is asked for and not usable, or LOCAL_RANK has no GPU.
+inline torch::Device resolve_device(const std::string& device, const LaunchEnvironment& env, const std::string& option) {
+  const bool visible = torch::cuda::is_available();
+  const bool usable = visible && ops::compat::cuda_ops_available();
+  if (device == "cuda" && !usable)
+    throw ConfigError(option + ": cuda was asked for, but " +
+                      std::string(visible ? "hdssl was built without its CUDA ops" : "no CUDA device is visible to this LibTorch"));
+  if (!(device == "cuda" || (device == "auto" && usable))) return torch::Device(torch::kCPU);
+  if (env.local_rank >= static_cast<int>(torch::cuda::device_count()))
+    throw ConfigError("LOCAL_RANK " + std::to_string(env.local_rank) + ": this machine has only " +
+                      std::to_string(torch::cuda::device_count()) + " CUDA devices (one rank per GPU)");
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+}
+
 #if TORCH_VERSION_MAJOR >= 2
 using BackendBase = ::c10d::Backend;
 #elif HDSSL_WITH_GLOO || HDSSL_WITH_NCCL
@@ -154,7 +171,6 @@ class ProcessGroup {
 #endif
   }
   const std::string& backend_name() const { return backend_name_; }
-  std::chrono::milliseconds timeout() const { return timeout_; }
   /// "rank 1 of 4": how this process names itself in messages.
   std::string who() const { return "rank " + std::to_string(rank_) + " of " + std::to_string(size_); }
 
@@ -167,13 +183,6 @@ class ProcessGroup {
       if (!work_) return;
       auto w = std::move(work_);
       group_->guarded(what_, [&] { w->wait(group_->timeout_); });
-#endif
-    }
-    bool pending() const {
-#if HDSSL_WITH_GLOO || HDSSL_WITH_NCCL
-      return static_cast<bool>(work_);
-#else
-      return false;
 #endif
     }
 

@@ -179,4 +179,13 @@ inline std::vector<std::string> differing_keys(const nlohmann::json& a, const nl
   return out;
 }
 
+/// "key (was X, now Y), ..." for `keys` (from differing_keys) of a stored and a new configuration; a key
+/// missing on one side reads "absent". What a refused resume tells the user.
+inline std::string describe_changes(const nlohmann::json& was, const nlohmann::json& now, const std::vector<std::string>& keys) {
+  auto value = [](const nlohmann::json& j, const std::string& k) { return j.contains(k) ? j.at(k).dump() : std::string("absent"); };
+  std::string list;
+  for (const auto& k : keys) list += (list.empty() ? "" : ", ") + k + " (was " + value(was, k) + ", now " + value(now, k) + ")";
+  return list;
+}
+
 }  // namespace hdssl::train

@@ -99,16 +99,7 @@ struct RunResources {
 /// (`env`), each rank's default budget is its share of the cores, and rank r uses GPU LOCAL_RANK.
 inline RunResources resolve_resources(const PretrainConfig& c, const dist::LaunchEnvironment& env = {}) {
   RunResources r;
-  const bool cuda_ok = torch::cuda::is_available() && ops::compat::cuda_ops_available();
-  if (c.device == "cuda" && !cuda_ok)
-    throw ConfigError("pretraining option 'device': cuda was asked for, but " +
-                      std::string(torch::cuda::is_available() ? "hdssl was built without its CUDA ops"
-                                                              : "no CUDA device is visible to this LibTorch"));
-  const bool use_cuda = c.device == "cuda" || (c.device == "auto" && cuda_ok);
-  r.device = use_cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank)) : torch::Device(torch::kCPU);
-  if (use_cuda && env.local_rank >= static_cast<int>(torch::cuda::device_count()))
-    throw ConfigError("LOCAL_RANK " + std::to_string(env.local_rank) + ": this machine has only " +
-                      std::to_string(torch::cuda::device_count()) + " CUDA devices (one rank per GPU)");
+  r.device = dist::resolve_device(c.device, env, "pretraining option 'device'");
   const int local_ranks = std::max(1, env.local_world_size());
   const int budget = c.threads > 0 ? c.threads
                                    : std::max(1, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) / local_ranks);
@@ -408,11 +399,8 @@ class Pretrainer {
                         "; use another --out or the same --preset");
     const auto keys = differing_keys(r.options, now, PretrainConfig::resumable_keys());
     if (keys.empty()) return;
-    std::string list;
-    for (const auto& k : keys)
-      list += (list.empty() ? "" : ", ") + k + " (was " + (r.options.contains(k) ? r.options.at(k).dump() : "absent") +
-              ", now " + (now.contains(k) ? now.at(k).dump() : "absent") + ")";
-    throw ConfigError("output folder '" + c_.out + "' holds a run with another configuration: " + list +
+    throw ConfigError("output folder '" + c_.out + "' holds a run with another configuration: " +
+                      describe_changes(r.options, now, keys) +
                       ". Use the same options to resume, or another --out to start a new run");
   }
 

@@ -224,13 +224,7 @@ class SegmentationTrainer {
     return preprocess::options_from_json(j);
   }
 
-  torch::Device device() const {
-    const bool cuda_ok = torch::cuda::is_available() && ops::compat::cuda_ops_available();
-    if (c_.device == "cuda" && !cuda_ok) throw ConfigError("downstream option 'device': cuda was asked for, but no CUDA device is usable");
-    return (c_.device == "cuda" || (c_.device == "auto" && cuda_ok))
-               ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env_.local_rank))
-               : torch::Device(torch::kCPU);
-  }
+  torch::Device device() const { return dist::resolve_device(c_.device, env_, "downstream option 'device'"); }
 
   /// The classes: as given, or every label value found in the training label maps.
   eval::ClassMap resolve_classes(const std::vector<preprocess::Preprocessed>& train) const {
@@ -488,11 +482,8 @@ class SegmentationTrainer {
                               "; use another --out");
           const auto keys = differing_keys(h.options, config_json, DownstreamConfig::resumable_keys());
           if (!keys.empty()) {
-            std::string l;
-            for (const auto& k : keys)
-              l += (l.empty() ? "" : ", ") + k + " (was " + (h.options.contains(k) ? h.options.at(k).dump() : "absent") +
-                   ", now " + (config_json.contains(k) ? config_json.at(k).dump() : "absent") + ")";
-            throw ConfigError("output folder '" + out.string() + "' holds a run with another configuration: " + l +
+            throw ConfigError("output folder '" + out.string() + "' holds a run with another configuration: " +
+                              describe_changes(h.options, config_json, keys) +
                               ". Use the same options to resume, or another --out");
           }
           const auto r = io::load_checkpoint(p, *model, optimizer, dev);
