@@ -2,7 +2,7 @@
 # End-to-end pre-training throughput of hdssl-pretrain (data pipeline included), and, when the PyTorch
 # step benchmark of the method is given, that step at the same model and patch size in the same call.
 #
-#   benchmarks/bench_pretrain.sh [path/to/torch_step_bench.py]
+#   benchmarks/bench_pretrain.sh [path/to/torch_step_bench.py]   (default: benchmarks/pytorch/torch_step_bench.py)
 #
 # 1. a small configuration (4 channels x 3 levels, 2 pairs of 32x32x16, 64 positives) on the Colin27 T1:
 #    steps/s and the share of wall time the step waited for data, without and with a loader thread;
@@ -18,7 +18,7 @@ THREADS=${THREADS:-0}
 STEPS=${STEPS:-8}
 PATCH=${PATCH:-32,32,16}
 PAIRS=${PAIRS:-2}
-TORCH_BENCH=${1:-}
+TORCH_BENCH=${1:-"$(dirname "$0")/pytorch/torch_step_bench.py"}
 bin="$BUILD_DIR/bin/hdssl-pretrain"
 [ -x "$bin" ] || { echo "bench_pretrain: $bin not built (cmake --build $BUILD_DIR --target hdssl-pretrain)" >&2; exit 2; }
 work=$(mktemp -d)

@@ -181,5 +181,5 @@ TEST_CASE("PyTorch loads the backbone hdssl-pretrain wrote with strict=True and 
   const int rc = hdssl::test::run_shell("/usr/bin/python3 " + script + " " + weights.string() + " " +
                                         (tmp / "case.safetensors").string(), &out);
   CHECK_MESSAGE(rc == 0, out);
-  CHECK_MESSAGE(out.find("OK: PyTorch FPN3d loads the weights strictly") != std::string::npos, out);
+  CHECK_MESSAGE(out.find("OK: PyTorch SpecFPN loads the weights strictly") != std::string::npos, out);
 }

@@ -706,7 +706,12 @@ inline Volume read_nifti(const std::filesystem::path& path, const NiftiReadOptio
     if (r.flip[j]) detail::flip_in_place(t, j);
   // Count what the caller gets: scaling can also push finite values past float32's range.
   int64_t non_finite = 0;
-  if (t.is_floating_point() && (float_file || h.scaled)) non_finite = t.numel() - torch::isfinite(t).sum().item<int64_t>();
+  // Slab by slab: LibTorch's sum of a whole-volume bool mask widens it to int64 first (8 bytes a voxel).
+  if (t.is_floating_point() && (float_file || h.scaled))
+    for (int64_t x = 0; x < t.size(0); ++x) {
+      const torch::Tensor slab = t.select(0, x);
+      non_finite += slab.numel() - torch::isfinite(slab).sum().item<int64_t>();
+    }
 
   Volume v;
   v.source = path.string();

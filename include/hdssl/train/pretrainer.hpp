@@ -182,6 +182,7 @@ class Pretrainer {
     Model model(model_options());
     model->to(res.device);
     const bool cuda = res.device.is_cuda();
+    pin_batches_ = cuda;
     if (cuda && c_.channels_last) nn::to_channels_last(*model);
     if (cuda) {
       at::globalContext().setAllowTF32CuDNN(true);
@@ -411,6 +412,15 @@ class Pretrainer {
     std::vector<const sampling::SampleSource*> ptrs(held.size(), nullptr);
     for (size_t i = 0; i < held.size(); ++i) ptrs[i] = held[i].get();
     sampler.sample_into(out.pairs, ptrs, static_cast<uint64_t>(b));
+    // For a CUDA step, whatever the step uploads is put in page-locked memory here, on the loader's
+    // thread, so that the step's non_blocking copies are asynchronous (from pageable memory they wait).
+    const auto pinned = [&](const torch::Tensor& t) { return pin_batches_ && !t.is_pinned() ? t.pin_memory() : t; };
+    if constexpr (Preset::reconstruction) {
+      out.pairs.view1 = pinned(out.pairs.view1);
+      out.pairs.view2 = pinned(out.pairs.view2);
+    }
+    out.pairs.positives1 = pinned(out.pairs.positives1);
+    out.pairs.positives2 = pinned(out.pairs.positives2);
     torch::Tensor in1 = out.pairs.view1, in2 = out.pairs.view2;
     if constexpr (augments_in_input_units_v<Augmentations>) {
       // Back through each pair's volume window: x in [0, 1] -> lo + x (hi - lo).
@@ -429,11 +439,15 @@ class Pretrainer {
     }
     out.index = b;
     if (c_.augment_device == "cuda") {
-      out.inputs1 = in1;
-      out.inputs2 = in2;
+      out.inputs1 = pinned(in1);
+      out.inputs2 = pinned(in2);
       out.views1 = out.views2 = torch::Tensor();
       return;
     }
+    if (pin_batches_)  // the set augments straight into these (it keeps an output of the right shape)
+      for (torch::Tensor* v : {&out.views1, &out.views2})
+        if (!v->defined() || !v->is_pinned() || v->sizes() != in1.sizes())
+          *v = torch::empty(in1.sizes(), torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(true));
     augmentations.augment_pair_into(in1, in2, out.views1, out.views2, static_cast<uint64_t>(b));
   }
 
@@ -555,6 +569,7 @@ class Pretrainer {
   }
 
   PretrainConfig c_;
+  bool pin_batches_ = false;  ///< the step runs on CUDA: batches are prepared in page-locked memory
   std::string preset_name_;
   std::ostream* console_;
   NullStream null_console_;
