@@ -12,6 +12,7 @@ write_basic_package_version_file("${PROJECT_BINARY_DIR}/hdsslConfigVersion.cmake
   COMPATIBILITY SameMinorVersion ARCH_INDEPENDENT)
 install(FILES "${PROJECT_BINARY_DIR}/hdsslConfig.cmake" "${PROJECT_BINARY_DIR}/hdsslConfigVersion.cmake"
   "${PROJECT_SOURCE_DIR}/cmake/FindNIfTI.cmake" "${PROJECT_SOURCE_DIR}/cmake/hdsslDependencies.cmake"
+  "${PROJECT_SOURCE_DIR}/cmake/hdsslCuda.cmake"
   DESTINATION "${HDSSL_CMAKE_DIR}")
 if(HDSSL_BUILD_EXAMPLES AND HDSSL_EXAMPLE_TARGETS)
   install(TARGETS ${HDSSL_EXAMPLE_TARGETS} RUNTIME DESTINATION "${CMAKE_INSTALL_BINDIR}")
