@@ -59,11 +59,7 @@ template <class Preset>
 void step(benchmark::State& state, StepSize size, torch::Device device, bool with_adam, bool bf16cl) {
   torch::manual_seed(0);
   const bool cuda = device.is_cuda();
-  if (cuda) {
-    at::globalContext().setAllowTF32CuDNN(true);
-    at::globalContext().setAllowTF32CuBLAS(true);
-    at::globalContext().setBenchmarkCuDNN(true);
-  }
+  if (cuda) hdssl::ops::compat::use_training_step_cuda_settings();  // as hdssl-pretrain
   hdssl::nn::PretrainModel<Preset> model;
   model->to(device);
   if (bf16cl) hdssl::nn::to_channels_last(*model);

@@ -518,7 +518,7 @@ TEST_CASE("flip_in_place (the reader's reorientation) equals torch::flip on ever
     const torch::Tensor src = torch::arange(5 * 4 * 3, torch::kInt64).reshape({5, 4, 3}).to(dtype);
     for (int dim = 0; dim < 3; ++dim) {
       torch::Tensor t = src.clone();
-      hdssl::io::detail::flip_in_place(t, dim);
+      hdssl::flip_in_place(t, dim);
       CHECK_MESSAGE(torch::equal(t, src.flip({dim})), "dtype " << dtype << ", dim " << dim);
     }
   }

@@ -143,8 +143,8 @@ struct AxialFilter {
   /// A batch of views (CPU or CUDA) with view v drawing from stream view_offset + v (ops/augment_batch.hpp).
   static void apply_batch(torch::Tensor views, const Options& o, std::uint64_t seed, std::uint64_t batch,
                           std::uint64_t view_offset) {
-    const std::size_t V = ops::batch_size(views);
-    std::vector<ops::AxialFilterDraw> draws(V);
+    const std::vector<Draw> drawn = draw_views<AxialFilter>(o, ops::batch_size(views), seed, batch, view_offset);
+    std::vector<ops::AxialFilterDraw> draws(drawn.size());
     std::vector<float> weights;
     const auto add_kernel = [&](double sigma, std::int32_t& offset, std::int32_t& radius) {
       const std::vector<float> w = detail::gaussian_weights(sigma);
@@ -152,15 +152,19 @@ struct AxialFilter {
       radius = static_cast<std::int32_t>((w.size() - 1) / 2);
       weights.insert(weights.end(), w.begin(), w.end());
     };
-    for (std::size_t v = 0; v < V; ++v) {
-      Rng rng = view_stream<AxialFilter>(seed, batch, view_offset + v);
-      const Draw d = draw(o, rng);
+    // The inner blur of the sharpening has one sigma for every view: one kernel, shared.
+    std::int32_t inner_offset = -1, inner_radius = 0;
+    for (std::size_t v = 0; v < drawn.size(); ++v) {
+      const Draw& d = drawn[v];
       if (!d.on) continue;
       ops::AxialFilterDraw& f = draws[v];
       f.mode = d.sharpen ? 2 : 1;
       f.alpha = d.alpha;
       add_kernel(d.sigma, f.first_offset, f.first_radius);
-      if (d.sharpen) add_kernel(o.sharpen_inner_sigma, f.inner_offset, f.inner_radius);
+      if (!d.sharpen) continue;
+      if (inner_offset < 0) add_kernel(o.sharpen_inner_sigma, inner_offset, inner_radius);
+      f.inner_offset = inner_offset;
+      f.inner_radius = inner_radius;
     }
     ops::axial_filter_batch_(views, draws, weights);
   }

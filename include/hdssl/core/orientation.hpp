@@ -15,12 +15,14 @@
 #include <hdssl/core/volume.hpp>
 
 #include <Eigen/Dense>
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <array>
 #include <cctype>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
@@ -169,20 +171,70 @@ inline Eigen::Matrix4d reoriented_affine(const Eigen::Matrix4d& affine, const Re
   return out;
 }
 
-/// Permutes and flips the first three dimensions of t (trailing dimensions, e.g. time or channels,
-/// are kept). Returns a contiguous tensor.
-inline torch::Tensor apply_reorientation(const torch::Tensor& t, const Reorientation& r) {
-  if (t.dim() < 3) throw DataError("reorientation: tensor has " + std::to_string(t.dim()) + " dimensions, expected at least 3 (X, Y, Z, ...)");
-  if (r.is_identity()) return t.contiguous();
+/// The first three dimensions of t permuted as r says (a view: no voxel moves; r's flips are not applied).
+inline torch::Tensor permuted_view(const torch::Tensor& t, const Reorientation& r) {
   std::vector<int64_t> perm(static_cast<size_t>(t.dim()));
   for (int64_t d = 0; d < t.dim(); ++d) perm[static_cast<size_t>(d)] = d;
   for (int j = 0; j < 3; ++j) perm[static_cast<size_t>(j)] = r.source_axis[j];
-  torch::Tensor out = t.permute(perm);
-  std::vector<int64_t> flips;
-  for (int j = 0; j < 3; ++j)
-    if (r.flip[j]) flips.push_back(j);
-  if (!flips.empty()) out = out.flip(flips);
-  return out.contiguous();
+  return t.permute(perm);
+}
+
+namespace detail {
+template <typename T>
+void reverse_rows(T* data, int64_t rows, int64_t n) {
+  at::parallel_for(0, rows, 1, [&](int64_t b, int64_t e) {
+    for (int64_t row = b; row < e; ++row) std::reverse(data + row * n, data + (row + 1) * n);
+  });
+}
+}  // namespace detail
+
+/// Reverses a contiguous CPU tensor along `dim` in place (torch::flip would make a second copy).
+inline void flip_in_place(torch::Tensor& t, int dim) {
+  const int64_t n = t.size(dim);
+  if (n < 2) return;
+  int64_t outer = 1, inner = 1;
+  for (int d = 0; d < dim; ++d) outer *= t.size(d);
+  for (int64_t d = dim + 1; d < t.dim(); ++d) inner *= t.size(d);
+  const auto esize = static_cast<int64_t>(t.element_size());
+  if (inner == 1) {
+    switch (esize) {
+      case 1: return detail::reverse_rows(static_cast<uint8_t*>(t.data_ptr()), outer, n);
+      case 2: return detail::reverse_rows(static_cast<uint16_t*>(t.data_ptr()), outer, n);
+      case 4: return detail::reverse_rows(static_cast<uint32_t*>(t.data_ptr()), outer, n);
+      case 8: return detail::reverse_rows(static_cast<uint64_t*>(t.data_ptr()), outer, n);
+      default: break;
+    }
+  }
+  const int64_t bytes = inner * esize;  // one slice across `dim`
+  auto* base = static_cast<unsigned char*>(t.data_ptr());
+  at::parallel_for(0, outer, 1, [&](int64_t b, int64_t e) {
+    for (int64_t o = b; o < e; ++o) {
+      unsigned char* p = base + o * n * bytes;
+      for (int64_t k = 0; k < n / 2; ++k) std::swap_ranges(p + k * bytes, p + (k + 1) * bytes, p + (n - 1 - k) * bytes);
+    }
+  });
+}
+
+/// Applies r's flips to a contiguous tensor whose axes are already permuted by r (in place on the CPU).
+inline void apply_flips(torch::Tensor& t, const Reorientation& r) {
+  for (int j = 0; j < 3; ++j) {
+    if (!r.flip[j]) continue;
+    if (t.device().is_cpu())
+      flip_in_place(t, j);
+    else
+      t = t.flip({j});
+  }
+}
+
+/// Permutes and flips the first three dimensions of t (trailing dimensions, e.g. time or channels,
+/// are kept). Returns a new contiguous tensor, or t itself when it is contiguous and r the identity: one
+/// copy of the data, the flips done in place on it.
+inline torch::Tensor apply_reorientation(const torch::Tensor& t, const Reorientation& r) {
+  if (t.dim() < 3) throw DataError("reorientation: tensor has " + std::to_string(t.dim()) + " dimensions, expected at least 3 (X, Y, Z, ...)");
+  if (r.is_identity()) return t.contiguous();
+  torch::Tensor out = permuted_view(t, r).clone(at::MemoryFormat::Contiguous);
+  apply_flips(out, r);
+  return out;
 }
 
 /// The volume reoriented so that its voxel axes follow `target` (data permuted/flipped, affine exact).

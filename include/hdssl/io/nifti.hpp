@@ -527,10 +527,9 @@ inline torch::Tensor raw_view(std::vector<unsigned char>& bytes, const NiftiHead
 }
 
 /// The (Z, Y, X) view of the file's bytes as an (X, Y, Z) view, its axes then permuted as r says (a view:
-/// no voxel moves yet; r's flips are applied to the result in place, flip_in_place).
+/// no voxel moves yet; r's flips are applied to the result in place, apply_flips).
 inline torch::Tensor oriented_view(const torch::Tensor& zyx, const Reorientation& r) {
-  const torch::Tensor xyz = zyx.permute({2, 1, 0});
-  return xyz.permute({r.source_axis[0], r.source_axis[1], r.source_axis[2]});
+  return permuted_view(zyx.permute({2, 1, 0}), r);
 }
 
 /// (view) -> new contiguous tensor of type st: the axis permutation and the type conversion happen in one
@@ -539,40 +538,6 @@ inline torch::Tensor to_xyz(const torch::Tensor& view, torch::ScalarType st) {
   torch::Tensor out = torch::empty(view.sizes(), torch::TensorOptions().dtype(st));
   out.copy_(view);
   return out;
-}
-
-template <typename T>
-void reverse_rows(T* data, int64_t rows, int64_t n) {
-  at::parallel_for(0, rows, 1, [&](int64_t b, int64_t e) {
-    for (int64_t row = b; row < e; ++row) std::reverse(data + row * n, data + (row + 1) * n);
-  });
-}
-
-/// Reverses a contiguous 3-D tensor along `dim` in place (no second copy of the volume).
-inline void flip_in_place(torch::Tensor& t, int dim) {
-  const int64_t n = t.size(dim);
-  if (n < 2) return;
-  int64_t outer = 1, inner = 1;
-  for (int d = 0; d < dim; ++d) outer *= t.size(d);
-  for (int64_t d = dim + 1; d < t.dim(); ++d) inner *= t.size(d);
-  const auto esize = static_cast<int64_t>(t.element_size());
-  if (inner == 1) {
-    switch (esize) {
-      case 1: return reverse_rows(static_cast<uint8_t*>(t.data_ptr()), outer, n);
-      case 2: return reverse_rows(static_cast<uint16_t*>(t.data_ptr()), outer, n);
-      case 4: return reverse_rows(static_cast<uint32_t*>(t.data_ptr()), outer, n);
-      case 8: return reverse_rows(static_cast<uint64_t*>(t.data_ptr()), outer, n);
-      default: break;
-    }
-  }
-  const int64_t bytes = inner * esize;  // one slice across `dim`
-  auto* base = static_cast<unsigned char*>(t.data_ptr());
-  at::parallel_for(0, outer, 1, [&](int64_t b, int64_t e) {
-    for (int64_t o = b; o < e; ++o) {
-      unsigned char* p = base + o * n * bytes;
-      for (int64_t k = 0; k < n / 2; ++k) std::swap_ranges(p + k * bytes, p + (k + 1) * bytes, p + (n - 1 - k) * bytes);
-    }
-  });
 }
 
 /// The result of `view` as type st, converted one x slab at a time through float64 by `slab_fn(d)`
@@ -702,8 +667,7 @@ inline Volume read_nifti(const std::filesystem::path& path, const NiftiReadOptio
       break;
   }
   std::vector<unsigned char>().swap(bytes);
-  for (int j = 0; j < 3; ++j)
-    if (r.flip[j]) detail::flip_in_place(t, j);
+  apply_flips(t, r);
   // Count what the caller gets: scaling can also push finite values past float32's range.
   int64_t non_finite = 0;
   // Slab by slab: LibTorch's sum of a whole-volume bool mask widens it to int64 first (8 bytes a voxel).

@@ -217,13 +217,13 @@ inline void axial_filter_batch_(at::Tensor& views, const std::vector<AxialFilter
                                 const std::vector<float>& weights) {
   AxialFilterFunctor f;
   f.v = augment_views(views, draws.size(), "axial_filter");
+  const auto outside = [&](std::int32_t offset, std::int32_t radius) {
+    return offset < 0 || radius < 0 || static_cast<std::size_t>(offset) + 2 * static_cast<std::size_t>(radius) + 1 > weights.size();
+  };
   bool any = false, sharpen = false;
   for (const auto& d : draws) {
     any = any || d.mode != 0;
     sharpen = sharpen || d.mode == 2;
-    const auto outside = [&](std::int32_t offset, std::int32_t radius) {
-      return offset < 0 || radius < 0 || static_cast<std::size_t>(offset) + 2 * static_cast<std::size_t>(radius) + 1 > weights.size();
-    };
     if ((d.mode != 0 && outside(d.first_offset, d.first_radius)) || (d.mode == 2 && outside(d.inner_offset, d.inner_radius)))
       throw DataError("axial_filter: a view's weights lie outside the weight array");
   }

@@ -84,6 +84,14 @@ class CudaBf16Autocast {
   at::ScalarType previous_dtype_ = at::kHalf;
 };
 
+/// The CUDA settings of hdssl's training step (the reference's and PyTorch's defaults for it): TF32 in cuDNN
+/// convolutions and cuBLAS matrix products, cuDNN autotuning for the static shapes of a pre-training step.
+inline void use_training_step_cuda_settings() {
+  at::globalContext().setAllowTF32CuDNN(true);
+  at::globalContext().setAllowTF32CuBLAS(true);
+  at::globalContext().setBenchmarkCuDNN(true);
+}
+
 /// The global clip of all gradients' L2 norm to `max_norm`; returns the norm before clipping (a host read).
 inline double clip_grad_norm(const std::vector<torch::Tensor>& parameters, double max_norm) {
   return torch::nn::utils::clip_grad_norm_(parameters, max_norm);

@@ -182,13 +182,8 @@ class Pretrainer {
     Model model(model_options());
     model->to(res.device);
     const bool cuda = res.device.is_cuda();
-    pin_batches_ = cuda;
     if (cuda && c_.channels_last) nn::to_channels_last(*model);
-    if (cuda) {
-      at::globalContext().setAllowTF32CuDNN(true);
-      at::globalContext().setAllowTF32CuBLAS(true);
-      at::globalContext().setBenchmarkCuDNN(true);
-    }
+    if (cuda) ops::compat::use_training_step_cuda_settings();
     torch::optim::Adam optimizer(model->parameters(),
                                  torch::optim::AdamOptions(c_.lr).betas({0.9, 0.999}).eps(1e-8).weight_decay(0));
 
@@ -254,7 +249,7 @@ class Pretrainer {
       const int64_t k = c_.accumulate, world = group.size(), rank = group.rank();
       Prefetcher<Batch> loader(
           [&](int64_t m, Batch& out_batch) {
-            make_batch(((m / k) * world + rank) * k + m % k, sampler, augmentations, pool, out_batch);
+            make_batch(((m / k) * world + rank) * k + m % k, sampler, augmentations, pool, /*pin=*/cuda, out_batch);
           },
           res.loader_threads, c_.prefetch, step * k, c_.steps * k);
       while (step < c_.steps) {
@@ -405,8 +400,9 @@ class Pretrainer {
                       ". Use the same options to resume, or another --out to start a new run");
   }
 
+  /// Batch b; `pin` (a CUDA step) puts what the step uploads in page-locked memory.
   void make_batch(int64_t b, const sampling::PairSampler& sampler, const Augmentations& augmentations,
-                  const VolumePool& pool, Batch& out) const {
+                  const VolumePool& pool, bool pin, Batch& out) const {
     const auto indices = sampler.volumes_for_batch(pool.size(), static_cast<uint64_t>(b));
     const auto held = pool.acquire(indices);
     std::vector<const sampling::SampleSource*> ptrs(held.size(), nullptr);
@@ -414,7 +410,7 @@ class Pretrainer {
     sampler.sample_into(out.pairs, ptrs, static_cast<uint64_t>(b));
     // For a CUDA step, whatever the step uploads is put in page-locked memory here, on the loader's
     // thread, so that the step's non_blocking copies are asynchronous (from pageable memory they wait).
-    const auto pinned = [&](const torch::Tensor& t) { return pin_batches_ && !t.is_pinned() ? t.pin_memory() : t; };
+    const auto pinned = [&](const torch::Tensor& t) { return pin && !t.is_pinned() ? t.pin_memory() : t; };
     if constexpr (Preset::reconstruction) {
       out.pairs.view1 = pinned(out.pairs.view1);
       out.pairs.view2 = pinned(out.pairs.view2);
@@ -444,7 +440,7 @@ class Pretrainer {
       out.views1 = out.views2 = torch::Tensor();
       return;
     }
-    if (pin_batches_)  // the set augments straight into these (it keeps an output of the right shape)
+    if (pin)  // the set augments straight into these (it keeps an output of the right shape)
       for (torch::Tensor* v : {&out.views1, &out.views2})
         if (!v->defined() || !v->is_pinned() || v->sizes() != in1.sizes())
           *v = torch::empty(in1.sizes(), torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(true));
@@ -569,7 +565,6 @@ class Pretrainer {
   }
 
   PretrainConfig c_;
-  bool pin_batches_ = false;  ///< the step runs on CUDA: batches are prepared in page-locked memory
   std::string preset_name_;
   std::ostream* console_;
   NullStream null_console_;
