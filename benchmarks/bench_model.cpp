@@ -1,11 +1,14 @@
 // Time of one pre-training step (forward + backward of both views, gather, projection, loss) per preset.
 //
-// CPU: 2 pairs of 32x32x16 patches, 256 positive voxels per pair (a size the tests can afford).
+// CPU: 2 pairs of 32x32x16 patches, 256 positive voxels per pair (a size the tests can afford), with the
+// trainer's clip + Adam.
 // CUDA (registered only when a GPU is visible): the paper's step, 10 pairs of 128x128x32 patches and
 // 1024 positives per pair, forward + backward + grad-norm clip + Adam, synchronised before the clock
 // stops, in the trainer's two modes: fp32 (fp32 weights, TF32 convolutions: PyTorch's default and the
 // reference's) and bf16cl (bf16 autocast + channels-last-3d: hdssl-pretrain's default on CUDA), cuDNN
-// autotuning on. Counters: peak_GiB (the step's peak allocated memory) and the time of each phase
+// autotuning on; clip + Adam as the trainer runs them, over flat buffers with the skip decided on the
+// device (train/flat_adam.hpp), and for comparison once with LibTorch's clip_grad_norm_ + torch::optim::Adam
+// (mode bf16cl_libtorch_adam). Counters: peak_GiB (the step's peak allocated memory) and the time of each phase
 // (fwd_ms, bwd_ms, opt_ms: clip + Adam), measured in extra steps with a synchronisation between phases.
 // The PyTorch baseline of the same step: benchmarks/pytorch/torch_step_bench.py (scripts/gpu_check.sh runs both).
 #include <benchmark/benchmark.h>
@@ -19,12 +22,16 @@
 #include "hdssl/nn/pretrain_model.hpp"
 #include "hdssl/ops/torch_compat.hpp"
 #include "hdssl/presets.hpp"
+#include "hdssl/train/flat_adam.hpp"
+#include "hdssl/train/flat_tensors.hpp"
 
 #if HDSSL_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
 #include <chrono>
+#include <optional>
+#include <vector>
 
 namespace {
 
@@ -54,9 +61,11 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+enum class Optimiser { none, flat, libtorch };
+
 /// One training step as hdssl-pretrain runs it; `bf16cl` = bf16 autocast and channels-last-3d (CUDA only).
 template <class Preset>
-void step(benchmark::State& state, StepSize size, torch::Device device, bool with_adam, bool bf16cl) {
+void step(benchmark::State& state, StepSize size, torch::Device device, Optimiser optimiser, bool bf16cl) {
   torch::manual_seed(0);
   const bool cuda = device.is_cuda();
   if (cuda) hdssl::ops::compat::use_training_step_cuda_settings();  // as hdssl-pretrain
@@ -66,6 +75,9 @@ void step(benchmark::State& state, StepSize size, torch::Device device, bool wit
   model->train();
   const auto params = model->parameters();
   torch::optim::Adam adam(params, torch::optim::AdamOptions(3e-4));
+  std::optional<hdssl::train::FlatAdam> flat;
+  std::optional<hdssl::train::FlatTensors> buffers;
+  if (optimiser == Optimiser::flat) flat.emplace(adam), buffers.emplace(model->buffers());
   auto batch = make_batch(size, device);
   if (bf16cl)
     for (auto* t : {&batch.view1, &batch.view2, &batch.target1, &batch.target2})
@@ -77,17 +89,23 @@ void step(benchmark::State& state, StepSize size, torch::Device device, bool wit
   double phase_s[3] = {0, 0, 0};
   auto one_step = [&](bool phases) {
     auto t0 = std::chrono::steady_clock::now();
-    adam.zero_grad();
+    std::vector<torch::Tensor> saved;
+    if (flat) saved = buffers->snapshot(), flat->zero_grad();
+    else adam.zero_grad();
     hdssl::nn::PretrainLosses losses;
     {
       hdssl::ops::compat::CudaBf16Autocast autocast(bf16cl);
       losses = model->forward(batch);
     }
     if (phases) sync(), phase_s[0] += seconds_since(t0), t0 = std::chrono::steady_clock::now();
-    losses.total.backward();
+    const auto total = losses.total.detach();
+    losses.total.backward(torch::ones_like(total) + (total - total));  // the trainer's seed
     if (phases) sync(), phase_s[1] += seconds_since(t0), t0 = std::chrono::steady_clock::now();
-    if (with_adam) {
-      hdssl::ops::compat::clip_grad_norm(params, 1.0);
+    if (optimiser == Optimiser::flat) {
+      flat->step(1.0);
+      buffers->restore_unless(flat->applied(), saved);
+    } else if (optimiser == Optimiser::libtorch) {
+      hdssl::ops::compat::clip_grad_norm(params, 1.0);  // a host read of the norm
       adam.step();
     }
     sync();
@@ -138,9 +156,9 @@ const StepSize kPaper{10, 128, 128, 32, 1024};
 
 int main(int argc, char** argv) {
   const torch::Device cpu(torch::kCPU);
-  benchmark::RegisterBenchmark("step_cpu/vox2vec/2x32x32x16", step<hdssl::presets::vox2vec>, kSmall, cpu, false, false)
+  benchmark::RegisterBenchmark("step_cpu/vox2vec/2x32x32x16", step<hdssl::presets::vox2vec>, kSmall, cpu, Optimiser::flat, false)
       ->Unit(benchmark::kMillisecond)->UseRealTime();
-  benchmark::RegisterBenchmark("step_cpu/hdssl/2x32x32x16", step<hdssl::presets::hdssl>, kSmall, cpu, false, false)
+  benchmark::RegisterBenchmark("step_cpu/hdssl/2x32x32x16", step<hdssl::presets::hdssl>, kSmall, cpu, Optimiser::flat, false)
       ->Unit(benchmark::kMillisecond)->UseRealTime();
   benchmark::RegisterBenchmark("gather_cpu/4x64x64x32", gather, cpu)->Unit(benchmark::kMillisecond)->UseRealTime();
   if (torch::cuda::is_available()) {
@@ -148,12 +166,15 @@ int main(int argc, char** argv) {
     for (const bool bf16cl : {false, true}) {
       const std::string mode = bf16cl ? "bf16cl" : "fp32";
       benchmark::RegisterBenchmark(("step_cuda/" + mode + "/vox2vec/10x128x128x32").c_str(), step<hdssl::presets::vox2vec>,
-                                   kPaper, gpu, true, bf16cl)
+                                   kPaper, gpu, Optimiser::flat, bf16cl)
           ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
       benchmark::RegisterBenchmark(("step_cuda/" + mode + "/hdssl/10x128x128x32").c_str(), step<hdssl::presets::hdssl>,
-                                   kPaper, gpu, true, bf16cl)
+                                   kPaper, gpu, Optimiser::flat, bf16cl)
           ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
     }
+    benchmark::RegisterBenchmark("step_cuda/bf16cl_libtorch_adam/hdssl/10x128x128x32", step<hdssl::presets::hdssl>, kPaper,
+                                 gpu, Optimiser::libtorch, true)
+        ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
     benchmark::RegisterBenchmark("gather_cuda/20x128x128x32", gather, gpu)->Unit(benchmark::kMillisecond)->UseRealTime();
   }
   benchmark::Initialize(&argc, argv);

@@ -181,6 +181,10 @@ for cfg in ("hdssl", "vox2vec"):
         tms = t["median_ms"] if t else float("nan")
         print(f"{cfg + ' ' + mode:<34}{ms:>10.1f}{(o or {}).get('peak_GiB', float('nan')):>10.1f}{phases:>18}"
               f"{tms:>12.1f}{(t or {}).get('peak_gib') or float('nan'):>10.1f}{tms / ms if ms == ms and ms > 0 else float('nan'):>10.2f}")
+lt, fl = ours.get(("hdssl", "bf16cl_libtorch_adam")), ours.get(("hdssl", "bf16cl"))
+if lt and fl:
+    print(f"hdssl bf16cl clip + Adam: flat {fl['opt_ms']:.1f} ms (step {fl['real_time']:.1f}) vs LibTorch "
+          f"{lt['opt_ms']:.1f} ms (step {lt['real_time']:.1f})")
 tuned = {c: theirs.get((c, "bf16cl"), {}).get("median_ms") for c in ("hdssl", "vox2vec")}
 print("targets: hdssl <= 110 ms and vox2vec <= 75 ms, each <= half of PyTorch's bf16cl step:", tuned)
 PY

@@ -8,6 +8,9 @@
 // The data path reads top to bottom like the method:
 //   datalist -> preprocess (cache) -> VolumePool -> PairSampler -> AugmentationSet   (Prefetcher workers)
 //   -> PretrainModel (backbone twice, fused gather, heads, hybrid loss) -> backward -> clip -> Adam.
+// The step never waits for the device: clip and Adam run over flat buffers and skip a non-finite step by
+// a mask (train/flat_adam.hpp), and the host reads a step's losses while the device runs the next one
+// (train/step_readback.hpp); only checkpoints, the last step and a stop wait for the step just queued.
 // Batch b is a function of (seed, b) alone, so a run resumed from a checkpoint at step s sees exactly the
 // batches the uninterrupted run saw from s on; with the same thread count its losses are bit-identical.
 //
@@ -57,10 +60,13 @@
 #include "hdssl/train/checkpoint_store.hpp"
 #include "hdssl/train/curve.hpp"
 #include "hdssl/train/distributed.hpp"
+#include "hdssl/train/flat_adam.hpp"
+#include "hdssl/train/flat_tensors.hpp"
 #include "hdssl/train/gradient_reducer.hpp"
 #include "hdssl/train/prefetcher.hpp"
 #include "hdssl/train/pretrain_config.hpp"
 #include "hdssl/train/progress.hpp"
+#include "hdssl/train/step_readback.hpp"
 #include "hdssl/train/stop_signal.hpp"
 #include "hdssl/train/volume_pool.hpp"
 
@@ -225,6 +231,10 @@ class Pretrainer {
     result.volumes_skipped = static_cast<int64_t>(pool.skipped().size());
     result.checkpoint = resumed.value_or(std::filesystem::path());
     const std::vector<torch::Tensor> params = model->parameters();
+    // From here on nothing replaces a parameter's or buffer's storage: both are re-seated in flat buffers
+    // (one kernel for clip + Adam, one copy to snapshot and restore the BatchNorm statistics).
+    FlatAdam flat_adam(optimizer);
+    FlatTensors buffers(model->buffers());
     auto save = [&](int64_t at) {
       // Replicas that drifted apart would each be wrong in its own way: compared before every checkpoint.
       if (group.distributed()) group.require_agreement(dist::bytes_digest(params), "the parameters (a digest of their bytes)");
@@ -235,7 +245,7 @@ class Pretrainer {
       r.options = config_json;
       r.step = at;
       r.state = state.to_json();
-      store.save(*model, optimizer, r);
+      flat_adam.with_state_in([&] { store.save(*model, optimizer, r); });
       write_curve_png(out / "curve.png", read_metrics(log->path()), curve_series(), "hdssl pre-training: " + preset_name_);
     };
     dist::GradientReducer reducer(group, params, c_.distributed.bucket_mb);
@@ -252,50 +262,44 @@ class Pretrainer {
             make_batch(((m / k) * world + rank) * k + m % k, sampler, augmentations, pool, /*pin=*/cuda, out_batch);
           },
           res.loader_threads, c_.prefetch, step * k, c_.steps * k);
-      while (step < c_.steps) {
-        std::vector<Batch> micro;
-        for (int64_t j = 0; j < k; ++j) {
-          double waited = 0;
-          micro.push_back(loader.next(&waited));
-          total_wait += waited;
-          interval_wait += waited;
-        }
-        StepOutcome o = train_step(*model, optimizer, params, micro, augmentations, reducer, res.device, step);
-        // One small all-reduce: the losses averaged over the ranks for the log, and a stop signal seen by
-        // any rank stops all of them at the same step.
-        const int sig_now = stop_requested();
+      // A step's figures reach the host while the device runs the next step: settle() reads and logs
+      // step s once step s + 1 is queued. The host must know a step before going on only at a checkpoint,
+      // the last step and a stop; those are settled at once.
+      std::optional<QueuedStep> queued;
+      auto settle = [&](QueuedStep& q) {
+        const std::vector<double> v = q.figures.get();
+        StepOutcome o;
+        o.loss = v[0], o.loss_nce = v[1], o.loss_rec = v[2], o.grad_norm = v[3], o.finite = v[4] > 0.5;
         if (group.distributed()) {
-          torch::Tensor t = torch::tensor({o.loss, o.loss_nce, o.loss_rec, sig_now ? 1.0 : 0.0}, torch::kFloat64);
-          group.all_reduce_sum(t, "step " + std::to_string(step + 1) + " losses");
+          // One small all-reduce: the losses averaged over the ranks for the log, and a stop signal seen
+          // by any rank stops all of them after the same step.
+          torch::Tensor t = torch::tensor({o.loss, o.loss_nce, o.loss_rec, q.signal ? 1.0 : 0.0}, torch::kFloat64);
+          group.all_reduce_sum(t, "step " + std::to_string(q.step) + " losses");
           o.loss = t[0].item<double>() / world;
           o.loss_nce = t[1].item<double>() / world;
           o.loss_rec = t[2].item<double>() / world;
-          stop_votes_ = t[3].item<double>() > 0 ? (sig_now ? sig_now : SIGTERM) : 0;
-        } else {
-          stop_votes_ = sig_now;
+          if (t[3].item<double>() > 0) stop_votes_ = q.signal ? q.signal : SIGTERM;
         }
-        ++step;
-        ++interval_steps;
-        state.elapsed = elapsed_before + seconds_since(loop_start);
+        if (!o.finite) o.what = std::isfinite(o.loss) ? "gradient norm" : "loss";
         if (!o.finite) {
           ++state.skipped_nonfinite;
           ++state.consecutive_nonfinite;
-          say("warning: step " + std::to_string(step) + ": non-finite " + o.what + "; update skipped (" +
+          say("warning: step " + std::to_string(q.step) + ": non-finite " + o.what + "; update skipped (" +
               std::to_string(state.consecutive_nonfinite) + " in a row, " + std::to_string(c_.max_nonfinite) +
               " stop the run)");
           if (state.consecutive_nonfinite >= c_.max_nonfinite)
             throw DataError("stopping: " + std::to_string(state.consecutive_nonfinite) +
-                            " non-finite steps in a row, the last at step " + std::to_string(step) +
+                            " non-finite steps in a row, the last at step " + std::to_string(q.step) +
                             "; the last good checkpoint is " +
                             (result.checkpoint.empty() ? std::string("(none yet)") : result.checkpoint.string()) +
                             ". Lower --lr or check the data.");
         } else {
           state.consecutive_nonfinite = 0;
         }
-        if (step % c_.log_every == 0 || step == c_.steps) {
+        if (q.step % c_.log_every == 0 || q.step == c_.steps) {
           const double secs = seconds_since(interval_start);
           const double rate = interval_steps / std::max(1e-9, secs);
-          nlohmann::json rec = {{"step", step},
+          nlohmann::json rec = {{"step", q.step},
                                 {"loss", o.loss},
                                 {"loss_nce", o.loss_nce},
                                 {"lr", c_.lr},
@@ -311,8 +315,29 @@ class Pretrainer {
           interval_steps = 0;
           interval_wait = 0;
         }
-        if (step % c_.checkpoint_every == 0 || step == c_.steps) save(step);
+      };
+      while (step < c_.steps) {
+        std::vector<Batch> micro;
+        for (int64_t j = 0; j < k; ++j) {
+          double waited = 0;
+          micro.push_back(loader.next(&waited));
+          total_wait += waited;
+          interval_wait += waited;
+        }
+        QueuedStep q;
+        q.figures.start(train_step(*model, flat_adam, buffers, micro, augmentations, reducer, res.device, step));
+        q.signal = stop_requested();
+        q.step = ++step;
+        ++interval_steps;
+        state.elapsed = elapsed_before + seconds_since(loop_start);
+        if (!group.distributed() && q.signal) stop_votes_ = q.signal;
+        if (queued) settle(*queued), queued.reset();
+        const bool checkpoint_now = step % c_.checkpoint_every == 0 || step == c_.steps;
+        if (checkpoint_now || stop_votes_) settle(q);
+        else queued = std::move(q);
+        if (checkpoint_now) save(step);
         if (const int sig = stop_votes_) {
+          if (queued) settle(*queued), queued.reset();
           if (result.checkpoint != store.path_for(step)) save(step);
           result.outcome = PretrainResult::Outcome::stopped;
           say("stopped by signal " + std::to_string(sig) + " at step " + std::to_string(step) + "; checkpoint " +
@@ -364,10 +389,18 @@ class Pretrainer {
     int64_t index = 0;
   };
 
+  /// A step's figures as the host reads them.
   struct StepOutcome {
     bool finite = true;
-    std::string what;  ///< "loss" / "gradient" when not finite
+    std::string what;  ///< "loss" / "gradient norm" when not finite
     double loss = 0, loss_nce = 0, loss_rec = 0, grad_norm = 0;
+  };
+
+  /// A step queued on the device whose figures are on their way to the host.
+  struct QueuedStep {
+    int64_t step = 0;  ///< its number (1-based)
+    StepReadback figures;
+    int signal = 0;    ///< the stop signal this rank had seen when it was queued
   };
 
   void say(const std::string& s) { *console_ << s << std::endl; }
@@ -447,13 +480,17 @@ class Pretrainer {
     augmentations.augment_pair_into(in1, in2, out.views1, out.views2, static_cast<uint64_t>(b));
   }
 
-  /// One optimiser step over this rank's micro-batches: forward and backward of each (its loss divided by
-  /// their number), gradients averaged over the ranks, clip, Adam. A non-finite loss on any micro-batch of
-  /// any rank, or a non-finite averaged gradient, skips the update on every rank alike.
-  StepOutcome train_step(typename Model::Impl& model, torch::optim::Adam& optimizer,
-                         const std::vector<torch::Tensor>& params, const std::vector<Batch>& micro,
-                         const Augmentations& augmentations, dist::GradientReducer& reducer,
-                         const torch::Device& device, int64_t step) {
+  /// One optimiser step over this rank's micro-batches, queued on the device without waiting for it:
+  /// forward and backward of each (its loss divided by their number), gradients averaged over the ranks,
+  /// clip, Adam. Returns the step's figures on the device: loss, InfoNCE, reconstruction, gradient norm,
+  /// and 1 if the update was taken. A non-finite loss on any micro-batch of any rank, or a non-finite
+  /// averaged gradient, skips the update on every rank alike, decided on the device: the loss's backward
+  /// seed is 1 + (loss - loss), NaN for a non-finite loss, so the whole gradient becomes NaN (on every rank
+  /// once averaged) and the flat Adam's finite check leaves parameters, moments and BatchNorm statistics
+  /// as they were.
+  torch::Tensor train_step(typename Model::Impl& model, FlatAdam& adam, FlatTensors& buffers,
+                           const std::vector<Batch>& micro, const Augmentations& augmentations,
+                           dist::GradientReducer& reducer, const torch::Device& device, int64_t step) {
     const bool cuda = device.is_cuda();
     const auto memory_format = cuda && c_.channels_last ? at::MemoryFormat::ChannelsLast3d : at::MemoryFormat::Contiguous;
     auto upload = [&](const torch::Tensor& t, bool image) {
@@ -461,16 +498,13 @@ class Pretrainer {
       auto d = t.to(device, /*non_blocking=*/true);
       return image ? d.contiguous(memory_format) : d;
     };
-    // BatchNorm statistics change in forward: kept aside so that a skipped step leaves no trace.
-    std::vector<torch::Tensor> buffers, saved;
-    for (auto& b : model.buffers()) {
-      buffers.push_back(b);
-      saved.push_back(b.detach().clone());
-    }
+    // BatchNorm statistics change in forward: a copy kept aside so that a skipped step leaves no trace.
+    const std::vector<torch::Tensor> saved = buffers.snapshot();
     model.train();
-    optimizer.zero_grad();
-    StepOutcome o;
+    adam.zero_grad();
     const auto n = static_cast<double>(micro.size());
+    const auto f64 = torch::TensorOptions().dtype(torch::kFloat64).device(device);
+    torch::Tensor loss = torch::zeros({}, f64), loss_nce = torch::zeros({}, f64), loss_rec = torch::zeros({}, f64);
     for (size_t j = 0; j < micro.size(); ++j) {
       const Batch& batch = micro[j];
       nn::PretrainBatch pb;
@@ -497,32 +531,18 @@ class Pretrainer {
         losses = model.forward(pb);
       }
       if (hooks_.on_losses) hooks_.on_losses(step, losses);
-      const double loss = losses.total.item<double>();
-      o.loss += loss / n;
-      o.loss_nce += losses.info_nce.item<double>() / n;
-      if (losses.reconstruction.defined()) o.loss_rec += losses.reconstruction.item<double>() / n;
-      const bool last = j + 1 == micro.size();
-      if (last) reducer.prepare();  // the gradient is complete after this backward: reduce it as it comes
-      if (!std::isfinite(loss)) o.finite = false, o.what = "loss";
-      if (!o.finite) {
-        if (last) reducer.poison();
-        continue;
-      }
-      (n > 1 ? losses.total / n : losses.total).backward();
+      const torch::Tensor total = losses.total.detach();
+      loss.add_(total.to(torch::kFloat64) / n);
+      loss_nce.add_(losses.info_nce.detach().to(torch::kFloat64) / n);
+      if (losses.reconstruction.defined()) loss_rec.add_(losses.reconstruction.detach().to(torch::kFloat64) / n);
+      if (j + 1 == micro.size()) reducer.prepare();  // the gradient is complete after this backward: reduce it as it comes
+      const torch::Tensor seed = torch::ones_like(total) + (total - total);
+      (n > 1 ? losses.total / n : losses.total).backward(seed);
     }
     reducer.finish();
-    if (o.finite) {
-      o.grad_norm = ops::compat::clip_grad_norm(params, c_.grad_clip > 0 ? c_.grad_clip : INFINITY);
-      if (!std::isfinite(o.grad_norm)) o.finite = false, o.what = "gradient norm";
-    }
-    if (o.finite) {
-      optimizer.step();
-    } else {
-      torch::NoGradGuard no_grad;
-      for (size_t i = 0; i < buffers.size(); ++i) buffers[i].copy_(saved[i]);
-      optimizer.zero_grad();
-    }
-    return o;
+    const torch::Tensor norm = adam.step(c_.grad_clip > 0 ? c_.grad_clip : INFINITY);
+    buffers.restore_unless(adam.applied(), saved);
+    return torch::stack({loss, loss_nce, loss_rec, norm.to(torch::kFloat64), adam.applied().to(torch::kFloat64)});
   }
 
   static std::vector<CurveSeries> curve_series() {
