@@ -4,22 +4,63 @@
 # (test_cuda: the kernels and the augmentations against the CPU; bench_kernels: shuffle, gather and the
 # augmentation sets against the bytes floor; bench_model: the training step, fp32 and bf16 + channels-last,
 # with peak memory and a per-phase breakdown) and PyTorch's step (benchmarks/pytorch/torch_step_bench.py) in
-# the same call, and writes every log and result to $OUT.
+# the same call, then hdssl-pretrain end to end (augmentations on the CPU and on the GPU), and writes every
+# log and result to $OUT.
 #
 #   scripts/gpu_check.sh prepare   on a machine with the project's dependencies installed: copies the
 #                                  header-only test dependencies (doctest, nlohmann_json, Google Benchmark's
 #                                  header) and libbenchmark's shared library into build-gpu-deps/
-#   scripts/gpu_check.sh run       on the GPU machine (build-gpu-deps/ must travel with the tree)
+#   scripts/gpu_check.sh run       on the GPU machine (build-gpu-deps/ must travel with the tree); ends with
+#                                  hdssl-pretrain end to end if the budget leaves time
+#   scripts/gpu_check.sh pretrain  hdssl-pretrain end to end only (a second call on the still-warm machine
+#                                  reuses the first one's build)
 #
 # Environment: OUT (results folder; default build-gpu/out), HDSSL_GPU_BUDGET_S (whole run, default 560),
 # HDSSL_CUDA_ARCH (default 90), HDSSL_GPU_JOBS (default: all cores), HDSSL_GPU_CMAKE_ARGS (extra configure
-# arguments, split on spaces), HDSSL_GPU_BUILD_S (build step limit, default 300).
+# arguments, split on spaces), HDSSL_GPU_BUILD_S (build step limit, default 300); for hdssl-pretrain
+# HDSSL_GPU_PRETRAIN_S (limit per run, default 80), _STEPS (200), _DEVICE (cuda), _ARGS (extra flags).
 # Every step runs under its own timeout inside the overall budget; a failed step is logged and the
 # script goes on with the next one, so one run returns as much as possible.
 set -u
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEPS="$ROOT/build-gpu-deps"
 BUILD="$ROOT/build-gpu"
+
+# hdssl-pretrain as a user runs it on one GPU (Colin27 T1, the default hdssl model, batch and bf16 +
+# channels-last), once with the augmentations on the loader's CPU threads and once on the GPU: steps/s and
+# the data-wait share from metrics.jsonl (the first interval, with cuDNN's autotuning, left out).
+pretrain_end_to_end() {
+  local bin=$1
+  if [[ ! -x "$bin/hdssl-pretrain" ]]; then
+    echo "=== hdssl-pretrain: not built (see the configure log)"
+    return
+  fi
+  for aug in cpu cuda; do
+    rm -rf "$BUILD/pretrain-$aug"
+    step "pretrain_$aug" "${HDSSL_GPU_PRETRAIN_S:-80}" "$bin/hdssl-pretrain" --data "$DEPS/data" --modality mri \
+      --out "$BUILD/pretrain-$aug" --cache "$BUILD/pretrain-cache" --device "${HDSSL_GPU_PRETRAIN_DEVICE:-cuda}" \
+      --augment-device "$aug" --steps "${HDSSL_GPU_PRETRAIN_STEPS:-200}" --log-every 20 --checkpoint-every 100000 \
+      ${HDSSL_GPU_PRETRAIN_ARGS:-}
+    cp "$BUILD/pretrain-$aug/metrics.jsonl" "$OUT/pretrain_$aug.metrics.jsonl" 2>/dev/null || true
+  done
+  python3 - "$OUT" <<'PY' | tee "$OUT/pretrain_summary.txt" || true
+import json, os, sys
+print("hdssl-pretrain end to end (flags in pretrain_*.log; the first logged interval left out):")
+for aug in ("cpu", "cuda"):
+    path = os.path.join(sys.argv[1], f"pretrain_{aug}.metrics.jsonl")
+    try:
+        recs = [json.loads(l) for l in open(path) if l.strip()][1:]
+    except OSError:
+        recs = []
+    if not recs:
+        print(f"  augment on {aug}: no records")
+        continue
+    rate = sum(r["steps_per_s"] for r in recs) / len(recs)
+    wait = sum(r["data_wait"] for r in recs) / len(recs)
+    print(f"  augment on {aug}: {rate:.2f} steps/s ({1000 / rate:.0f} ms/step), data wait {100 * wait:.1f}%, "
+          f"{len(recs)} intervals to step {recs[-1]['step']}, 50000 steps in {50000 / rate / 3600:.2f} h")
+PY
+}
 
 prepare() {
   set -ex
@@ -31,10 +72,17 @@ prepare() {
   cp -r /usr/include/CLI "$DEPS/include/"
   # The SONAME file itself (a plain file: links may not travel).
   cp -L /usr/lib/x86_64-linux-gnu/libbenchmark.so.1debian "$DEPS/lib/libbenchmark.so.1debian"
+  # hdssl-pretrain end to end: Eigen, nifticlib, stb headers; nifticlib, znz and zlib as static libraries
+  # (nothing to install there); the Colin27 T1 of mricron-data as its data.
+  cp -r /usr/include/eigen3 /usr/include/nifti /usr/include/stb "$DEPS/include/"
+  cp /usr/lib/x86_64-linux-gnu/libnifti2.a /usr/lib/x86_64-linux-gnu/libznz.a /usr/lib/x86_64-linux-gnu/libz.a "$DEPS/lib/"
+  mkdir -p "$DEPS/data"
+  cp /usr/share/mricron/templates/ch2.nii.gz "$DEPS/data/"
   du -sh "$DEPS"
 }
 
 run() {
+  local what=${1:-all}  # all | pretrain (hdssl-pretrain end to end only)
   OUT="${OUT:-$BUILD/out}"
   mkdir -p "$OUT"
   exec > >(tee "$OUT/gpu_check.log") 2>&1
@@ -92,20 +140,28 @@ run() {
     -DCMAKE_CUDA_ARCHITECTURES="${HDSSL_CUDA_ARCH:-90}" -DHDSSL_GPU_DEPS="$DEPS" -DHDSSL_CUDA_VERBOSE=ON
     -DHDSSL_CXX_STANDARD="$cxx_std" ${nccl_inc:+-DHDSSL_NCCL_INCLUDE_DIR="$nccl_inc"}
     ${HDSSL_GPU_CMAKE_ARGS:-})
-  rm -rf "$BUILD/cmake"
-  step configure 150 "${cfg[@]}"
+  local targets=(test_cuda bench_kernels bench_model)
+  [[ $what == pretrain ]] && targets=()
+  # A second call on a warm machine (`pretrain`) reuses the first one's configuration.
+  if [[ $what == all || ! -f "$BUILD/cmake/CMakeCache.txt" ]]; then
+    rm -rf "$BUILD/cmake"
+    step configure 150 "${cfg[@]}"
+  fi
+  # hdssl-pretrain where its CPU dependencies were found (tests/cuda/standalone/CMakeLists.txt).
+  if grep -qs "hdssl-pretrain" "$BUILD/cmake/Makefile" "$BUILD/cmake/build.ninja"; then targets+=(hdssl-pretrain); fi
   # keep going: build every target that compiles even if another fails.
-  if ! step build "${HDSSL_GPU_BUILD_S:-300}" cmake --build "$BUILD/cmake" -j "$jobs" --target test_cuda bench_kernels bench_model "${keep_going[@]}"; then
+  if ! step build "${HDSSL_GPU_BUILD_S:-300}" cmake --build "$BUILD/cmake" -j "$jobs" --target "${targets[@]}" "${keep_going[@]}"; then
     if [[ $cxx_std == 17 ]] && grep -qiE "c\+\+20|std=c\+\+2a|requires.*C\+\+ ?20" "$OUT/build.log"; then
       echo "=== the LibTorch seems to need C++20: reconfigure and rebuild"
       rm -rf "$BUILD/cmake"
       step configure 90 "${cfg[@]}" -DHDSSL_CXX_STANDARD=20
-      step build 240 cmake --build "$BUILD/cmake" -j "$jobs" --target test_cuda bench_kernels bench_model "${keep_going[@]}"
+      step build 240 cmake --build "$BUILD/cmake" -j "$jobs" --target "${targets[@]}" "${keep_going[@]}"
     fi
   fi
   grep -E "registers|spill|smem" "$OUT/build.log" | head -n 40 || true
 
   local bin="$BUILD/cmake/bin"
+  [[ $what == pretrain ]] && { pretrain_end_to_end "$bin"; return; }
   if [[ -x "$bin/test_cuda" ]]; then
     step test_cuda 120 "$bin/test_cuda" --duration=true
   else
@@ -188,6 +244,7 @@ if lt and fl:
 tuned = {c: theirs.get((c, "bf16cl"), {}).get("median_ms") for c in ("hdssl", "vox2vec")}
 print("targets: hdssl <= 110 ms and vox2vec <= 75 ms, each <= half of PyTorch's bf16cl step:", tuned)
 PY
+  pretrain_end_to_end "$bin"
   echo "=== done after $((SECONDS - start))s"
   ls -la "$OUT"
   sleep 1  # let tee flush the log
@@ -195,9 +252,10 @@ PY
 
 case "${1:-}" in
   prepare) prepare ;;
-  run) run ;;
+  run) run all ;;
+  pretrain) run pretrain ;;
   *)
-    echo "usage: $0 prepare|run" >&2
+    echo "usage: $0 prepare|run|pretrain" >&2
     exit 2
     ;;
 esac
