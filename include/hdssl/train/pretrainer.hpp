@@ -493,9 +493,18 @@ class Pretrainer {
                            dist::GradientReducer& reducer, const torch::Device& device, int64_t step) {
     const bool cuda = device.is_cuda();
     const auto memory_format = cuda && c_.channels_last ? at::MemoryFormat::ChannelsLast3d : at::MemoryFormat::Contiguous;
+    // Each host tensor is uploaded once: with the hdssl augmentations on the GPU the views before
+    // augmentation are the reconstruction targets themselves (the same pinned tensor).
+    std::vector<std::pair<const void*, torch::Tensor>> uploaded;
     auto upload = [&](const torch::Tensor& t, bool image) {
       if (!cuda) return t;
-      auto d = t.to(device, /*non_blocking=*/true);
+      torch::Tensor d;
+      for (const auto& [host, dev] : uploaded)
+        if (host == t.unsafeGetTensorImpl()) d = dev;
+      if (!d.defined()) {
+        d = t.to(device, /*non_blocking=*/true);
+        uploaded.emplace_back(t.unsafeGetTensorImpl(), d);
+      }
       return image ? d.contiguous(memory_format) : d;
     };
     // BatchNorm statistics change in forward: a copy kept aside so that a skipped step leaves no trace.
@@ -507,6 +516,7 @@ class Pretrainer {
     torch::Tensor loss = torch::zeros({}, f64), loss_nce = torch::zeros({}, f64), loss_rec = torch::zeros({}, f64);
     for (size_t j = 0; j < micro.size(); ++j) {
       const Batch& batch = micro[j];
+      uploaded.clear();  // an earlier micro-batch's tensors may be freed once its graph is
       nn::PretrainBatch pb;
       if (batch.views1.defined()) {
         pb.view1 = upload(batch.views1, true);
