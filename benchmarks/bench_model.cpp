@@ -98,8 +98,8 @@ void step(benchmark::State& state, StepSize size, torch::Device device, Optimise
       losses = model->forward(batch);
     }
     if (phases) sync(), phase_s[0] += seconds_since(t0), t0 = std::chrono::steady_clock::now();
-    const auto total = losses.total.detach();
-    losses.total.backward(torch::ones_like(total) + (total - total));  // the trainer's seed
+    if (flat) flat->poison_unless_finite(losses.total);  // as the trainer does
+    losses.total.backward();
     if (phases) sync(), phase_s[1] += seconds_since(t0), t0 = std::chrono::steady_clock::now();
     if (optimiser == Optimiser::flat) {
       flat->step(1.0);

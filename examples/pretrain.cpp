@@ -50,6 +50,8 @@ int main(int argc, char** argv) {
   flags.add("--log-every", "log_every", "steps between progress lines and metrics.jsonl records");
   flags.add("--device", "device", "auto | cpu | cuda");
   flags.add("--augment-device", "augment_device", "cpu | cuda: augment on the loader's CPU threads, or on the GPU after upload (needs --device cuda; the same views, noise within a float ulp)");
+  flags.add("--crop-device", "crop_device", "cpu | cuda: cut the views on the loader's threads, or on the GPU from volumes uploaded once (needs --augment-device cuda; the same views)");
+  flags.add("--device-volumes-gb", "device_volumes_gb", "with --crop-device cuda: GPU memory for the volumes kept there (least recently used evicted)");
   flags.add("--bf16", "bf16", "bf16 autocast on CUDA (true/false)");
   flags.add("--channels-last", "channels_last", "channels-last-3d layout on CUDA (true/false)");
   flags.add("--threads", "threads", "thread budget for compute and loader together (0 = every core)");

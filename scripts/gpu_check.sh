@@ -18,7 +18,7 @@
 # Environment: OUT (results folder; default build-gpu/out), HDSSL_GPU_BUDGET_S (whole run, default 560),
 # HDSSL_CUDA_ARCH (default 90), HDSSL_GPU_JOBS (default: all cores), HDSSL_GPU_CMAKE_ARGS (extra configure
 # arguments, split on spaces), HDSSL_GPU_BUILD_S (build step limit, default 300); for hdssl-pretrain
-# HDSSL_GPU_PRETRAIN_S (limit per run, default 80), _STEPS (200), _DEVICE (cuda), _ARGS (extra flags).
+# HDSSL_GPU_PRETRAIN_S (limit per run, default 70), _STEPS (200), _DEVICE (cuda), _ARGS (extra flags).
 # Every step runs under its own timeout inside the overall budget; a failed step is logged and the
 # script goes on with the next one, so one run returns as much as possible.
 set -u
@@ -27,37 +27,41 @@ DEPS="$ROOT/build-gpu-deps"
 BUILD="$ROOT/build-gpu"
 
 # hdssl-pretrain as a user runs it on one GPU (Colin27 T1, the default hdssl model, batch and bf16 +
-# channels-last), once with the augmentations on the loader's CPU threads and once on the GPU: steps/s and
-# the data-wait share from metrics.jsonl (the first interval, with cuDNN's autotuning, left out).
+# channels-last): augmentations on the loader's CPU threads, on the GPU, and on the GPU with the views cut
+# there from resident volumes (--crop-device cuda): steps/s and the data-wait share from metrics.jsonl (the
+# first interval, with cuDNN's autotuning, left out).
 pretrain_end_to_end() {
   local bin=$1
   if [[ ! -x "$bin/hdssl-pretrain" ]]; then
     echo "=== hdssl-pretrain: not built (see the configure log)"
     return
   fi
-  for aug in cpu cuda; do
-    rm -rf "$BUILD/pretrain-$aug"
-    step "pretrain_$aug" "${HDSSL_GPU_PRETRAIN_S:-80}" "$bin/hdssl-pretrain" --data "$DEPS/data" --modality mri \
-      --out "$BUILD/pretrain-$aug" --cache "$BUILD/pretrain-cache" --device "${HDSSL_GPU_PRETRAIN_DEVICE:-cuda}" \
-      --augment-device "$aug" --steps "${HDSSL_GPU_PRETRAIN_STEPS:-200}" --log-every 20 --checkpoint-every 100000 \
-      ${HDSSL_GPU_PRETRAIN_ARGS:-}
-    cp "$BUILD/pretrain-$aug/metrics.jsonl" "$OUT/pretrain_$aug.metrics.jsonl" 2>/dev/null || true
+  local run aug crop
+  for run in cpu:cpu cuda:cpu cuda:cuda; do
+    aug=${run%%:*} crop=${run##*:}
+    local name="pretrain_aug-${aug}_crop-${crop}"
+    rm -rf "$BUILD/$name"
+    step "$name" "${HDSSL_GPU_PRETRAIN_S:-70}" "$bin/hdssl-pretrain" --data "$DEPS/data" --modality mri \
+      --out "$BUILD/$name" --cache "$BUILD/pretrain-cache" --device "${HDSSL_GPU_PRETRAIN_DEVICE:-cuda}" \
+      --augment-device "$aug" --crop-device "$crop" --steps "${HDSSL_GPU_PRETRAIN_STEPS:-200}" --log-every 20 \
+      --checkpoint-every 100000 ${HDSSL_GPU_PRETRAIN_ARGS:-}
+    cp "$BUILD/$name/metrics.jsonl" "$OUT/$name.metrics.jsonl" 2>/dev/null || true
   done
   python3 - "$OUT" <<'PY' | tee "$OUT/pretrain_summary.txt" || true
 import json, os, sys
 print("hdssl-pretrain end to end (flags in pretrain_*.log; the first logged interval left out):")
-for aug in ("cpu", "cuda"):
-    path = os.path.join(sys.argv[1], f"pretrain_{aug}.metrics.jsonl")
+for run in ("aug-cpu_crop-cpu", "aug-cuda_crop-cpu", "aug-cuda_crop-cuda"):
+    path = os.path.join(sys.argv[1], f"pretrain_{run}.metrics.jsonl")
     try:
         recs = [json.loads(l) for l in open(path) if l.strip()][1:]
     except OSError:
         recs = []
     if not recs:
-        print(f"  augment on {aug}: no records")
+        print(f"  {run}: no records")
         continue
     rate = sum(r["steps_per_s"] for r in recs) / len(recs)
     wait = sum(r["data_wait"] for r in recs) / len(recs)
-    print(f"  augment on {aug}: {rate:.2f} steps/s ({1000 / rate:.0f} ms/step), data wait {100 * wait:.1f}%, "
+    print(f"  {run}: {rate:.2f} steps/s ({1000 / rate:.0f} ms/step), data wait {100 * wait:.1f}%, "
           f"{len(recs)} intervals to step {recs[-1]['step']}, 50000 steps in {50000 / rate / 3600:.2f} h")
 PY
 }

@@ -84,6 +84,7 @@
 #include "hdssl/presets.hpp"
 #include "hdssl/train/checkpoint_store.hpp"
 #include "hdssl/train/curve.hpp"
+#include "hdssl/train/device_volumes.hpp"
 #include "hdssl/train/distributed.hpp"
 #include "hdssl/train/distributed_options.hpp"
 #include "hdssl/train/downstream_config.hpp"

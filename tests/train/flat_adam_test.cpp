@@ -254,6 +254,32 @@ TEST_CASE("FlatAdam state in LibTorch's format: written for a save, taken over o
   }
 }
 
+TEST_CASE("FlatAdam::poison_unless_finite: a non-finite loss skips the step, a finite one changes nothing") {
+  auto a = small_net(false), b = small_net(false);
+  torch::optim::Adam adam_a(a->parameters(), 1e-2), adam_b(b->parameters(), 1e-2);
+  FlatAdam fa(adam_a), fb(adam_b);
+  fa.zero_grad(), backward(a, 0), fa.step(1.0);
+  fb.zero_grad(), backward(b, 0), fb.poison_unless_finite(torch::tensor(2.5, torch::kFloat64)), fb.step(1.0);
+  CHECK(all_equal(a->parameters(), b->parameters()));  // adding loss - loss = 0 is exact
+  const auto before = copies(b->parameters());
+  for (const double bad : {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()}) {
+    fb.zero_grad(), backward(b, 1), fb.poison_unless_finite(torch::tensor(bad)), fb.step(1.0);
+    CHECK_FALSE(fb.applied().item<bool>());
+    CHECK(all_equal(b->parameters(), before));
+  }
+  CHECK(fb.steps() == 1);
+}
+
+TEST_CASE("FlatTensors and FlatAdam refuse tied tensors and frozen parameters, naming them") {
+  const auto w = torch::randn({3});
+  CHECK_THROWS_WITH_AS(FlatTensors({w, torch::randn({2}), w}), doctest::Contains("tensor 2 is tensor 0 again"),
+                       std::invalid_argument);
+  auto net = small_net(false);
+  net->parameters()[1].set_requires_grad(false);
+  torch::optim::Adam adam(net->parameters(), 1e-2);
+  CHECK_THROWS_WITH_AS(FlatAdam{adam}, doctest::Contains("requires_grad"), std::invalid_argument);
+}
+
 TEST_CASE("StepReadback: the values of a queued copy, on the CPU at once") {
   hdssl::train::StepReadback r;
   CHECK_FALSE(r.started());

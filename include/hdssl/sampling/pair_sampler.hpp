@@ -197,7 +197,10 @@ class PairSampler {
   }
 
   /// `pool` entries that volumes_for_batch(pool.size(), batch) does not name may be null.
-  void sample_into(PairBatch& out, const std::vector<const SampleSource*>& pool, std::uint64_t batch) const {
+  /// `crop` false leaves view1/view2 undefined: the caller crops them itself from starts1/starts2 and
+  /// volume_index (train/device_volumes.hpp crops on the GPU from volumes uploaded once).
+  void sample_into(PairBatch& out, const std::vector<const SampleSource*>& pool, std::uint64_t batch,
+                   bool crop = true) const {
     if (pool.empty()) throw DataError("sampler: the pool of volumes is empty");
     const std::int64_t B = o_.pairs;
     const auto P = o_.patch;
@@ -213,8 +216,12 @@ class PairSampler {
 
     // Reuse the caller's buffers when they fit: fresh multi-megabyte tensors cost a page fault per
     // 4 KiB on first touch, which on some virtual machines dominates the whole batch.
-    reuse(out.view1, {B, 1, P[0], P[1], P[2]}, torch::kFloat32);
-    reuse(out.view2, {B, 1, P[0], P[1], P[2]}, torch::kFloat32);
+    if (crop) {
+      reuse(out.view1, {B, 1, P[0], P[1], P[2]}, torch::kFloat32);
+      reuse(out.view2, {B, 1, P[0], P[1], P[2]}, torch::kFloat32);
+    } else {
+      out.view1 = out.view2 = torch::Tensor();
+    }
     reuse(out.anchors, {B, 3}, torch::kInt64);
     reuse(out.starts1, {B, 3}, torch::kInt64);
     reuse(out.starts2, {B, 3}, torch::kInt64);
@@ -228,8 +235,8 @@ class PairSampler {
     auto* s2p = out.starts2.data_ptr<std::int64_t>();
     auto* vip = out.volume_index.data_ptr<std::int64_t>();
     auto* cnt = out.counts.data_ptr<std::int64_t>();
-    float* v1 = out.view1.data_ptr<float>();
-    float* v2 = out.view2.data_ptr<float>();
+    float* v1 = crop ? out.view1.data_ptr<float>() : nullptr;
+    float* v2 = crop ? out.view2.data_ptr<float>() : nullptr;
     const std::int64_t patch_numel = P[0] * P[1] * P[2];
 
     parallel_for_each_item(B, [&](std::int64_t b) {
@@ -255,8 +262,10 @@ class PairSampler {
         s1p[b * 3 + ax] = c1[ax];
         s2p[b * 3 + ax] = c2[ax];
       }
-      copy_crop(src, c1, v1 + b * patch_numel);
-      copy_crop(src, c2, v2 + b * patch_numel);
+      if (crop) {
+        copy_crop(src, c1, v1 + b * patch_numel);
+        copy_crop(src, c2, v2 + b * patch_numel);
+      }
 
       Rng prng = Rng::for_stream(seed_, batch, static_cast<std::uint64_t>(b), Purpose::positives);
       auto& p = pos[static_cast<std::size_t>(b)];

@@ -174,7 +174,9 @@ class ProcessGroup {
   /// "rank 1 of 4": how this process names itself in messages.
   std::string who() const { return "rank " + std::to_string(rank_) + " of " + std::to_string(size_); }
 
-  /// An all-reduce in flight; wait() blocks until it completed (or throws DistributedError).
+  /// An all-reduce in flight; wait() returns once its result may be used (or throws DistributedError):
+  /// with Gloo when it has completed, with NCCL once the current CUDA stream waits for it (the host goes
+  /// on; a host tensor staged through the GPU is copied back, which waits).
   class Pending {
    public:
     Pending() = default;
@@ -182,7 +184,10 @@ class ProcessGroup {
 #if HDSSL_WITH_GLOO || HDSSL_WITH_NCCL
       if (!work_) return;
       auto w = std::move(work_);
-      group_->guarded(what_, [&] { w->wait(group_->timeout_); });
+      group_->guarded(what_, [&] {
+        group_->wait_for(*w);
+        if (staged_.defined()) target_.copy_(staged_);
+      });
 #endif
     }
 
@@ -190,6 +195,7 @@ class ProcessGroup {
     friend class ProcessGroup;
     const ProcessGroup* group_ = nullptr;
     std::string what_;
+    torch::Tensor staged_, target_;  ///< a host tensor's copy on the GPU (NCCL) and the host tensor
 #if HDSSL_WITH_GLOO || HDSSL_WITH_NCCL
     c10::intrusive_ptr<::c10d::Work> work_;
 #endif
@@ -202,6 +208,7 @@ class ProcessGroup {
     p.what_ = what;
 #if HDSSL_WITH_GLOO || HDSSL_WITH_NCCL
     if (!backend_) return p;
+    if (stages_host_tensors(t)) p.target_ = t, p.staged_ = t.to(device_), t = p.staged_;
     guarded(what, [&] {
       std::vector<at::Tensor> ts{std::move(t)};
       p.work_ = backend_->allreduce(ts);
@@ -219,11 +226,13 @@ class ProcessGroup {
   void all_reduce_max(torch::Tensor t, const std::string& what) const {
 #if HDSSL_WITH_GLOO || HDSSL_WITH_NCCL
     if (!backend_) return;
+    const torch::Tensor staged = stages_host_tensors(t) ? t.to(device_) : t;
     guarded(what, [&] {
-      std::vector<at::Tensor> ts{std::move(t)};
+      std::vector<at::Tensor> ts{staged};
       ::c10d::AllreduceOptions opts;
       opts.reduceOp = ::c10d::ReduceOp::MAX;
-      backend_->allreduce(ts, opts)->wait(timeout_);
+      wait_for(*backend_->allreduce(ts, opts));
+      if (!staged.is_same(t)) t.copy_(staged);
     });
 #else
     (void)t, (void)what;
@@ -245,7 +254,7 @@ class ProcessGroup {
         std::vector<at::Tensor> v{flat};
         ::c10d::BroadcastOptions opts;
         opts.rootRank = 0;
-        backend_->broadcast(v, opts)->wait(timeout_);
+        wait_for(*backend_->broadcast(v, opts));
       });
 #endif
       torch::NoGradGuard no_grad;
@@ -277,6 +286,19 @@ class ProcessGroup {
   void barrier(const std::string& what) const { all_reduce_sum(torch::zeros({1}), what); }
 
  private:
+#if HDSSL_WITH_GLOO || HDSSL_WITH_NCCL
+  /// NCCL's wait() makes the current stream wait for the collective (its watchdog enforces the timeout);
+  /// given a timeout it would block the host until the collective is done, after every backward. Gloo's
+  /// waits on the host, with the timeout.
+  void wait_for(::c10d::Work& w) const {
+    if (backend_name_ == "nccl") w.wait();
+    else w.wait(timeout_);
+  }
+  /// NCCL reduces CUDA tensors only: the host tensors of the bookkeeping collectives (losses, agreement
+  /// checks, barriers) go through the group's GPU.
+  bool stages_host_tensors(const torch::Tensor& t) const { return backend_name_ == "nccl" && !t.is_cuda(); }
+#endif
+
   template <class F>
   void guarded(const std::string& what, F&& f) const {
     try {
@@ -324,7 +346,7 @@ class ProcessGroup {
         // A timed-out NCCL collective must fail, not hang: LibTorch's watchdog aborts it with this set.
         setenv("NCCL_ASYNC_ERROR_HANDLING", "1", 0);
         setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1", 0);
-        (void)device;
+        device_ = device;
         auto opts = ::c10d::ProcessGroupNCCL::Options::create();
         opts->timeout = timeout_;
         backend_ = c10::make_intrusive<::c10d::ProcessGroupNCCL>(store, env.rank, env.world_size, opts);
@@ -341,6 +363,7 @@ class ProcessGroup {
   int rank_ = 0, size_ = 1;
   std::string backend_name_ = "none";
   std::chrono::milliseconds timeout_{1800 * 1000};
+  torch::Device device_ = torch::kCPU;  ///< NCCL: this rank's GPU
 #if HDSSL_WITH_GLOO || HDSSL_WITH_NCCL
   c10::intrusive_ptr<BackendBase> backend_;
 #endif

@@ -47,8 +47,11 @@ class FlatAdam {
     if (o.weight_decay() != 0 || o.amsgrad())
       throw std::invalid_argument("FlatAdam: weight decay and amsgrad are not implemented");
     const std::vector<torch::Tensor>& params = adam.param_groups()[0].params();
-    for (const auto& p : params)
+    for (const auto& p : params) {
       if (p.scalar_type() != torch::kFloat32) throw std::invalid_argument("FlatAdam: float32 parameters expected");
+      // torch's Adam leaves a frozen parameter alone; here it would still move with its momentum.
+      if (!p.requires_grad()) throw std::invalid_argument("FlatAdam: every parameter must be trained (requires_grad)");
+    }
     torch::NoGradGuard no_grad;
     params_ = FlatTensors(params);
     std::tie(grad_, grads_) = params_.twin();
@@ -79,7 +82,7 @@ class FlatAdam {
     const double beta1 = std::get<0>(options().betas()), beta2 = std::get<1>(options().betas());
     const double eps = options().eps();
     torch::Tensor norm = grad_.norm();
-    grad_.mul_(torch::clamp(max_norm / (norm + 1e-6), c10::nullopt, 1.0));
+    grad_.mul_((max_norm / (norm + 1e-6)).clamp_max(1.0));
     applied_ = torch::isfinite(norm);
     const torch::Tensor skip = applied_.logical_not();
     grad_.masked_fill_(skip, 0.0);
@@ -102,7 +105,19 @@ class FlatAdam {
     const torch::Tensor neg_step_size = ((-lr / bias_correction1) * applied_.to(torch::kFloat64)).to(torch::kFloat32);
     torch::mul_out(grad_, exp_avg_, neg_step_size);
     params_.buffer().addcdiv_(grad_, denom_);
+    // The update went through the buffer: each parameter's own version counter is moved on too, so that
+    // autograd still catches a graph that saw the old values.
+    for (const auto& p : params_.tensors()) p.unsafeGetTensorImpl()->bump_version();
     return norm;
+  }
+
+  /// Makes the gradient NaN where `value` (a 0-dim tensor on the parameters' device, e.g. the loss) is not
+  /// finite, adding exactly 0 where it is, without reading it: the next step() is then skipped. Call it
+  /// before the last backward of a data-parallel step, so that the NaN reaches every rank's average.
+  void poison_unless_finite(const torch::Tensor& value) {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor v = value.detach().to(torch::kFloat32);
+    grad_.narrow(0, 0, 1).add_(v - v);
   }
 
   /// Whether the last step() was taken (0-dim bool on the parameters' device).

@@ -37,6 +37,10 @@ class FlatTensors {
       if (!t.defined()) throw std::invalid_argument("FlatTensors: tensor " + std::to_string(i) + " is undefined");
       if (t.device() != tensors_[0].device())
         throw std::invalid_argument("FlatTensors: tensors on " + tensors_[0].device().str() + " and " + t.device().str());
+      for (size_t k = 0; k < i; ++k)  // a tied tensor would get two slots, and only one would stay its storage
+        if (tensors_[k].is_same(t))
+          throw std::invalid_argument("FlatTensors: tensor " + std::to_string(i) + " is tensor " + std::to_string(k) +
+                                      " again (tied weights)");
       auto [it, fresh] = group_of.emplace(t.scalar_type(), groups_.size());
       if (fresh) groups_.push_back(Group{t.scalar_type(), 0, {}, torch::Tensor()});
       Group& g = groups_[it->second];

@@ -53,6 +53,8 @@ struct PretrainConfig {
   int64_t log_every = 50;
   std::string device = "auto";           ///< auto | cpu | cuda
   std::string augment_device = "cpu";    ///< cpu (the loader's threads) | cuda (the step's GPU, after upload)
+  std::string crop_device = "cpu";       ///< cpu (the loader cuts the views) | cuda (cut on the GPU from volumes kept there)
+  double device_volumes_gb = 32;         ///< with crop_device cuda: GPU memory for the volumes kept there
   bool bf16 = true;                      ///< bf16 autocast on CUDA (ignored on the CPU)
   bool channels_last = true;             ///< channels-last-3d on CUDA (ignored on the CPU)
   int threads = 0;                       ///< thread budget, 0 = every core
@@ -65,7 +67,7 @@ struct PretrainConfig {
     static const std::set<std::string> keys = {"steps", "out", "checkpoint_every", "keep_checkpoints",
                                                "log_every", "threads", "loader_threads", "prefetch",
                                                "cache", "memory_budget_gb", "device",
-                                               "augment_device"};
+                                               "augment_device", "crop_device", "device_volumes_gb"};
     static const std::set<std::string> all = [] {
       auto k = keys;
       k.insert(DistributedOptions::keys().begin(), DistributedOptions::keys().end());
@@ -104,6 +106,8 @@ inline void to_json(nlohmann::json& j, const PretrainConfig& c) {
                      {"log_every", c.log_every},
                      {"device", c.device},
                      {"augment_device", c.augment_device},
+                     {"crop_device", c.crop_device},
+                     {"device_volumes_gb", c.device_volumes_gb},
                      {"bf16", c.bf16},
                      {"channels_last", c.channels_last},
                      {"threads", c.threads},
@@ -135,6 +139,8 @@ inline void from_json(const nlohmann::json& j, PretrainConfig& c) {
   r.choice<std::string>("augment", c.augment, {{"hdssl", "hdssl"}, {"vox2vec", "vox2vec"}});
   r.choice<std::string>("device", c.device, {{"auto", "auto"}, {"cpu", "cpu"}, {"cuda", "cuda"}});
   r.choice<std::string>("augment_device", c.augment_device, {{"cpu", "cpu"}, {"cuda", "cuda"}});
+  r.choice<std::string>("crop_device", c.crop_device, {{"cpu", "cpu"}, {"cuda", "cuda"}});
+  r.read<double>("device_volumes_gb", c.device_volumes_gb, 0.0, any);
   r.read<int64_t>("base_channels", c.base_channels, 0, 1 << 16)
       .read<int64_t>("levels", c.levels, 0, ops::kMaxGatherLevels)
       .read<double>("temperature", c.temperature, 0.0, any)

@@ -59,6 +59,7 @@
 #include "hdssl/sampling/pair_sampler.hpp"
 #include "hdssl/train/checkpoint_store.hpp"
 #include "hdssl/train/curve.hpp"
+#include "hdssl/train/device_volumes.hpp"
 #include "hdssl/train/distributed.hpp"
 #include "hdssl/train/flat_adam.hpp"
 #include "hdssl/train/flat_tensors.hpp"
@@ -146,6 +147,9 @@ class Pretrainer {
     if (c_.augment_device == "cuda" && !res.device.is_cuda())
       throw ConfigError("pretraining option 'augment_device': cuda augments on the step's GPU, but this run's device is " +
                         res.device.str() + " (use --device cuda, or --augment-device cpu)");
+    if (c_.crop_device == "cuda" && c_.augment_device != "cuda")
+      throw ConfigError("pretraining option 'crop_device': cuda cuts the views on the GPU, where they must then be "
+                        "augmented: add --augment-device cuda (or use --crop-device cpu)");
     hdssl::set_threads(res.intra_op_threads);
     const dist::ProcessGroup group = dist::ProcessGroup::join(env, c_.distributed, res.device);
     const bool main_rank = group.is_main();
@@ -249,6 +253,8 @@ class Pretrainer {
       write_curve_png(out / "curve.png", read_metrics(log->path()), curve_series(), "hdssl pre-training: " + preset_name_);
     };
     dist::GradientReducer reducer(group, params, c_.distributed.bucket_mb);
+    std::optional<DeviceVolumes> device_volumes;
+    if (c_.crop_device == "cuda") device_volumes.emplace(res.device, c_.device_volumes_gb * 1e9);
     const auto loop_start = std::chrono::steady_clock::now();
     double total_wait = 0, interval_wait = 0;
     auto interval_start = loop_start;
@@ -325,7 +331,8 @@ class Pretrainer {
           interval_wait += waited;
         }
         QueuedStep q;
-        q.figures.start(train_step(*model, flat_adam, buffers, micro, augmentations, reducer, res.device, step));
+        q.figures.start(train_step(*model, flat_adam, buffers, micro, augmentations, reducer,
+                                   device_volumes ? &*device_volumes : nullptr, res.device, step));
         q.signal = stop_requested();
         q.step = ++step;
         ++interval_steps;
@@ -336,8 +343,7 @@ class Pretrainer {
         if (checkpoint_now || stop_votes_) settle(q);
         else queued = std::move(q);
         if (checkpoint_now) save(step);
-        if (const int sig = stop_votes_) {
-          if (queued) settle(*queued), queued.reset();
+        if (const int sig = stop_votes_) {  // nothing is queued here: a stop settles its step at once
           if (result.checkpoint != store.path_for(step)) save(step);
           result.outcome = PretrainResult::Outcome::stopped;
           say("stopped by signal " + std::to_string(sig) + " at step " + std::to_string(step) + "; checkpoint " +
@@ -382,10 +388,15 @@ class Pretrainer {
   /// One prepared batch: the sampler's pairs and both augmented view batches, on the CPU. With
   /// augment_device cuda the views are augmented in the step instead: views1/2 stay undefined and
   /// inputs1/2 hold the views before augmentation (in the augmentations' units), `index` their batch number.
+  /// With crop_device cuda the step also cuts the views: pairs.view1/2 stay undefined too, `held` keeps
+  /// the batch's volumes (index = pool index) and `lo`/`span` the intensity windows of augmentations in
+  /// input units ([B, 1, 1, 1, 1]).
   struct Batch {
     sampling::PairBatch pairs;
     torch::Tensor views1, views2;
     torch::Tensor inputs1, inputs2;
+    std::vector<std::shared_ptr<const sampling::SampleSource>> held;
+    torch::Tensor lo, span;
     int64_t index = 0;
   };
 
@@ -440,16 +451,23 @@ class Pretrainer {
     const auto held = pool.acquire(indices);
     std::vector<const sampling::SampleSource*> ptrs(held.size(), nullptr);
     for (size_t i = 0; i < held.size(); ++i) ptrs[i] = held[i].get();
-    sampler.sample_into(out.pairs, ptrs, static_cast<uint64_t>(b));
+    const bool crop_on_device = c_.crop_device == "cuda";
+    sampler.sample_into(out.pairs, ptrs, static_cast<uint64_t>(b), /*crop=*/!crop_on_device);
     // For a CUDA step, whatever the step uploads is put in page-locked memory here, on the loader's
     // thread, so that the step's non_blocking copies are asynchronous (from pageable memory they wait).
     const auto pinned = [&](const torch::Tensor& t) { return pin && !t.is_pinned() ? t.pin_memory() : t; };
     if constexpr (Preset::reconstruction) {
-      out.pairs.view1 = pinned(out.pairs.view1);
-      out.pairs.view2 = pinned(out.pairs.view2);
+      if (!crop_on_device) {
+        out.pairs.view1 = pinned(out.pairs.view1);
+        out.pairs.view2 = pinned(out.pairs.view2);
+      }
     }
     out.pairs.positives1 = pinned(out.pairs.positives1);
     out.pairs.positives2 = pinned(out.pairs.positives2);
+    out.index = b;
+    // views1/2 are kept for reuse as the augmentation's output (pinned on CUDA); the rest is per batch.
+    out.inputs1 = out.inputs2 = out.lo = out.span = torch::Tensor();
+    out.held.clear();
     torch::Tensor in1 = out.pairs.view1, in2 = out.pairs.view2;
     if constexpr (augments_in_input_units_v<Augmentations>) {
       // Back through each pair's volume window: x in [0, 1] -> lo + x (hi - lo).
@@ -463,10 +481,19 @@ class Pretrainer {
       }
       const std::vector<int64_t> shape{n, 1, 1, 1, 1};
       const auto lo_t = torch::tensor(lo).view(shape), span_t = torch::tensor(span).view(shape);
-      in1 = in1 * span_t + lo_t;
-      in2 = in2 * span_t + lo_t;
+      if (crop_on_device) {  // the step maps its crops the same way
+        out.lo = pinned(lo_t);
+        out.span = pinned(span_t);
+      } else {
+        in1 = in1 * span_t + lo_t;
+        in2 = in2 * span_t + lo_t;
+      }
     }
-    out.index = b;
+    if (crop_on_device) {  // the step cuts the views from these volumes (uploaded on first use)
+      out.held = held;
+      out.views1 = out.views2 = torch::Tensor();
+      return;
+    }
     if (c_.augment_device == "cuda") {
       out.inputs1 = pinned(in1);
       out.inputs2 = pinned(in2);
@@ -484,13 +511,14 @@ class Pretrainer {
   /// forward and backward of each (its loss divided by their number), gradients averaged over the ranks,
   /// clip, Adam. Returns the step's figures on the device: loss, InfoNCE, reconstruction, gradient norm,
   /// and 1 if the update was taken. A non-finite loss on any micro-batch of any rank, or a non-finite
-  /// averaged gradient, skips the update on every rank alike, decided on the device: the loss's backward
-  /// seed is 1 + (loss - loss), NaN for a non-finite loss, so the whole gradient becomes NaN (on every rank
-  /// once averaged) and the flat Adam's finite check leaves parameters, moments and BatchNorm statistics
-  /// as they were.
+  /// averaged gradient, skips the update on every rank alike, decided on the device: before the last
+  /// backward the gradient gets loss - loss added (0, or NaN for a non-finite loss), so it is NaN on every
+  /// rank once averaged, and the flat Adam's finite check leaves parameters, moments and BatchNorm
+  /// statistics as they were.
   torch::Tensor train_step(typename Model::Impl& model, FlatAdam& adam, FlatTensors& buffers,
                            const std::vector<Batch>& micro, const Augmentations& augmentations,
-                           dist::GradientReducer& reducer, const torch::Device& device, int64_t step) {
+                           dist::GradientReducer& reducer, DeviceVolumes* volumes, const torch::Device& device,
+                           int64_t step) {
     const bool cuda = device.is_cuda();
     const auto memory_format = cuda && c_.channels_last ? at::MemoryFormat::ChannelsLast3d : at::MemoryFormat::Contiguous;
     // Each host tensor is uploaded once: with the hdssl augmentations on the GPU the views before
@@ -522,16 +550,33 @@ class Pretrainer {
         pb.view1 = upload(batch.views1, true);
         pb.view2 = upload(batch.views2, true);
       } else {  // augment_device cuda: the same streams as the loader's CPU path, on the GPU
-        augmentations.augment_pair_into(upload(batch.inputs1, false), upload(batch.inputs2, false), pb.view1, pb.view2,
-                                        static_cast<uint64_t>(batch.index));
+        torch::Tensor in1, in2;
+        if (!batch.held.empty()) {  // crop_device cuda: the sampler's crops, cut from the resident volumes
+          std::tie(in1, in2) = volumes->crop(batch.pairs, batch.held, c_.patch);
+          if constexpr (Preset::reconstruction) {
+            pb.target1 = in1.contiguous(memory_format);
+            pb.target2 = in2.contiguous(memory_format);
+          }
+          if (batch.span.defined()) {
+            const torch::Tensor lo = upload(batch.lo, false), span = upload(batch.span, false);
+            in1 = in1 * span + lo;
+            in2 = in2 * span + lo;
+          }
+        } else {
+          in1 = upload(batch.inputs1, false);
+          in2 = upload(batch.inputs2, false);
+        }
+        augmentations.augment_pair_into(in1, in2, pb.view1, pb.view2, static_cast<uint64_t>(batch.index));
         pb.view1 = pb.view1.contiguous(memory_format);
         pb.view2 = pb.view2.contiguous(memory_format);
       }
       pb.voxels1 = upload(batch.pairs.positives1, false);
       pb.voxels2 = upload(batch.pairs.positives2, false);
       if constexpr (Preset::reconstruction) {
-        pb.target1 = upload(batch.pairs.view1, true);
-        pb.target2 = upload(batch.pairs.view2, true);
+        if (!pb.target1.defined()) {
+          pb.target1 = upload(batch.pairs.view1, true);
+          pb.target2 = upload(batch.pairs.view2, true);
+        }
       }
       // The sampler's rows lie inside the patch by construction: no device read to check them again.
       pb.index_check = nn::IndexCheck::shapes;
@@ -545,9 +590,11 @@ class Pretrainer {
       loss.add_(total.to(torch::kFloat64) / n);
       loss_nce.add_(losses.info_nce.detach().to(torch::kFloat64) / n);
       if (losses.reconstruction.defined()) loss_rec.add_(losses.reconstruction.detach().to(torch::kFloat64) / n);
-      if (j + 1 == micro.size()) reducer.prepare();  // the gradient is complete after this backward: reduce it as it comes
-      const torch::Tensor seed = torch::ones_like(total) + (total - total);
-      (n > 1 ? losses.total / n : losses.total).backward(seed);
+      if (j + 1 == micro.size()) {
+        adam.poison_unless_finite(loss);  // the losses of every micro-batch so far
+        reducer.prepare();                // the gradient is complete after this backward: reduce it as it comes
+      }
+      (n > 1 ? losses.total / n : losses.total).backward();
     }
     reducer.finish();
     const torch::Tensor norm = adam.step(c_.grad_clip > 0 ? c_.grad_clip : INFINITY);
