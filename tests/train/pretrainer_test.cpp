@@ -218,6 +218,13 @@ TEST_CASE("tiny pre-training on the Colin27 MRI: completes, writes every output,
   const auto records = hdssl::train::read_metrics(tmp.path / "full" / "metrics.jsonl");
   for (const char* key : {"step", "loss", "loss_nce", "loss_rec", "lr", "time", "data_wait"})
     CHECK_MESSAGE(records.back().contains(key), key);
+  // Every record's rate is a real one, the last steps before a checkpoint included (the host reads a
+  // step's figures one step late, except there): no step takes under a microsecond or over a minute here.
+  for (const auto& rec : records) {
+    const double rate = rec.at("steps_per_s").get<double>(), wait = rec.at("data_wait").get<double>();
+    CHECK_MESSAGE((rate > 1.0 / 60 && rate < 1e6), rec.dump());
+    CHECK_MESSAGE((wait >= 0 && wait <= 1), rec.dump());
+  }
   CHECK(text_of(console).find("step 8/8") != std::string::npos);
   CHECK(text_of(console).find("ETA") != std::string::npos);
   // The backbone file loads back into an FPN of the recorded size.

@@ -273,7 +273,13 @@ class Pretrainer {
       // the last step and a stop; those are settled at once.
       std::optional<QueuedStep> queued;
       auto settle = [&](QueuedStep& q) {
+        // When the step was done: if its figures were there already when asked (always on the CPU, where
+        // the step ran when it was queued), when it was queued; else when the wait for them ended. The
+        // log's rates are steps settled over the time between such instants.
+        const bool was_ready = q.figures.ready();
         const std::vector<double> v = q.figures.get();
+        const auto done = std::max(interval_start, was_ready ? q.queued_at : std::chrono::steady_clock::now());
+        ++interval_steps;
         StepOutcome o;
         o.loss = v[0], o.loss_nce = v[1], o.loss_rec = v[2], o.grad_norm = v[3], o.finite = v[4] > 0.5;
         if (group.distributed()) {
@@ -303,7 +309,7 @@ class Pretrainer {
           state.consecutive_nonfinite = 0;
         }
         if (q.step % c_.log_every == 0 || q.step == c_.steps) {
-          const double secs = seconds_since(interval_start);
+          const double secs = std::chrono::duration<double>(done - interval_start).count();
           const double rate = interval_steps / std::max(1e-9, secs);
           nlohmann::json rec = {{"step", q.step},
                                 {"loss", o.loss},
@@ -317,7 +323,7 @@ class Pretrainer {
                                 {"volumes_skipped", result.volumes_skipped}};
           if (Preset::reconstruction) rec["loss_rec"] = o.loss_rec;
           if (log) log->log(rec, progress_line(rec, rate));
-          interval_start = std::chrono::steady_clock::now();
+          interval_start = done;
           interval_steps = 0;
           interval_wait = 0;
         }
@@ -333,9 +339,9 @@ class Pretrainer {
         QueuedStep q;
         q.figures.start(train_step(*model, flat_adam, buffers, micro, augmentations, reducer,
                                    device_volumes ? &*device_volumes : nullptr, res.device, step));
+        q.queued_at = std::chrono::steady_clock::now();
         q.signal = stop_requested();
         q.step = ++step;
-        ++interval_steps;
         state.elapsed = elapsed_before + seconds_since(loop_start);
         if (!group.distributed() && q.signal) stop_votes_ = q.signal;
         if (queued) settle(*queued), queued.reset();
@@ -412,6 +418,7 @@ class Pretrainer {
     int64_t step = 0;  ///< its number (1-based)
     StepReadback figures;
     int signal = 0;    ///< the stop signal this rank had seen when it was queued
+    std::chrono::steady_clock::time_point queued_at;
   };
 
   void say(const std::string& s) { *console_ << s << std::endl; }

@@ -37,6 +37,8 @@ class StepReadback {
   }
 
   bool started() const { return host_.defined(); }
+  /// Whether the copy has completed (get() would not wait).
+  bool ready() const { return host_.defined() && (!done_ || done_->query()); }
 
   /// The values, once their copy is complete (waits for it, and for nothing queued after it).
   std::vector<double> get() {
