@@ -282,16 +282,7 @@ class Pretrainer {
         ++interval_steps;
         StepOutcome o;
         o.loss = v[0], o.loss_nce = v[1], o.loss_rec = v[2], o.grad_norm = v[3], o.finite = v[4] > 0.5;
-        if (group.distributed()) {
-          // One small all-reduce: the losses averaged over the ranks for the log, and a stop signal seen
-          // by any rank stops all of them after the same step.
-          torch::Tensor t = torch::tensor({o.loss, o.loss_nce, o.loss_rec, q.signal ? 1.0 : 0.0}, torch::kFloat64);
-          group.all_reduce_sum(t, "step " + std::to_string(q.step) + " losses");
-          o.loss = t[0].item<double>() / world;
-          o.loss_nce = t[1].item<double>() / world;
-          o.loss_rec = t[2].item<double>() / world;
-          if (t[3].item<double>() > 0) stop_votes_ = q.signal ? q.signal : SIGTERM;
-        }
+        if (v.size() > 5 && v[5] > 0) stop_votes_ = q.signal ? q.signal : SIGTERM;  // another rank's signal
         if (!o.finite) o.what = std::isfinite(o.loss) ? "gradient norm" : "loss";
         if (!o.finite) {
           ++state.skipped_nonfinite;
@@ -337,11 +328,22 @@ class Pretrainer {
           interval_wait += waited;
         }
         QueuedStep q;
-        q.figures.start(train_step(*model, flat_adam, buffers, micro, augmentations, reducer,
-                                   device_volumes ? &*device_volumes : nullptr, res.device, step));
-        q.queued_at = std::chrono::steady_clock::now();
+        torch::Tensor figures = train_step(*model, flat_adam, buffers, micro, augmentations, reducer,
+                                           device_volumes ? &*device_volumes : nullptr, res.device, step);
         q.signal = stop_requested();
         q.step = ++step;
+        if (group.distributed()) {
+          // One small all-reduce, queued behind the step (with NCCL on the GPU: no host wait): the losses
+          // averaged over the ranks for the log, and the stop votes, so that a signal seen by any rank
+          // stops all of them after the same step.
+          torch::Tensor shared =
+              torch::cat({figures.narrow(0, 0, 3), torch::full({1}, q.signal ? 1.0 : 0.0, figures.options())});
+          group.all_reduce_sum(shared, "step " + std::to_string(q.step) + " losses");
+          figures = torch::cat({shared.narrow(0, 0, 3) / static_cast<double>(world), figures.narrow(0, 3, 2),
+                                shared.narrow(0, 3, 1)});
+        }
+        q.figures.start(figures);
+        q.queued_at = std::chrono::steady_clock::now();
         state.elapsed = elapsed_before + seconds_since(loop_start);
         if (!group.distributed() && q.signal) stop_votes_ = q.signal;
         if (queued) settle(*queued), queued.reset();
@@ -394,14 +396,14 @@ class Pretrainer {
   /// One prepared batch: the sampler's pairs and both augmented view batches, on the CPU. With
   /// augment_device cuda the views are augmented in the step instead: views1/2 stay undefined and
   /// inputs1/2 hold the views before augmentation (in the augmentations' units), `index` their batch number.
-  /// With crop_device cuda the step also cuts the views: pairs.view1/2 stay undefined too, `held` keeps
-  /// the batch's volumes (index = pool index) and `lo`/`span` the intensity windows of augmentations in
-  /// input units ([B, 1, 1, 1, 1]).
+  /// With crop_device cuda the step also cuts the views: pairs.view1/2 stay undefined too, `images` keeps
+  /// the batch's volume images (index = pool index; only the images, not their masks and voxel lists) and
+  /// `lo`/`span` the intensity windows of augmentations in input units ([B, 1, 1, 1, 1]).
   struct Batch {
     sampling::PairBatch pairs;
     torch::Tensor views1, views2;
     torch::Tensor inputs1, inputs2;
-    std::vector<std::shared_ptr<const sampling::SampleSource>> held;
+    std::vector<torch::Tensor> images;  ///< crop_device cuda: image i of the pool, defined for the batch's volumes
     torch::Tensor lo, span;
     int64_t index = 0;
   };
@@ -474,7 +476,7 @@ class Pretrainer {
     out.index = b;
     // views1/2 are kept for reuse as the augmentation's output (pinned on CUDA); the rest is per batch.
     out.inputs1 = out.inputs2 = out.lo = out.span = torch::Tensor();
-    out.held.clear();
+    out.images.clear();
     torch::Tensor in1 = out.pairs.view1, in2 = out.pairs.view2;
     if constexpr (augments_in_input_units_v<Augmentations>) {
       // Back through each pair's volume window: x in [0, 1] -> lo + x (hi - lo).
@@ -497,7 +499,9 @@ class Pretrainer {
       }
     }
     if (crop_on_device) {  // the step cuts the views from these volumes (uploaded on first use)
-      out.held = held;
+      out.images.assign(held.size(), torch::Tensor());
+      for (size_t i = 0; i < held.size(); ++i)
+        if (held[i]) out.images[i] = held[i]->image;
       out.views1 = out.views2 = torch::Tensor();
       return;
     }
@@ -558,8 +562,8 @@ class Pretrainer {
         pb.view2 = upload(batch.views2, true);
       } else {  // augment_device cuda: the same streams as the loader's CPU path, on the GPU
         torch::Tensor in1, in2;
-        if (!batch.held.empty()) {  // crop_device cuda: the sampler's crops, cut from the resident volumes
-          std::tie(in1, in2) = volumes->crop(batch.pairs, batch.held, c_.patch);
+        if (!batch.images.empty()) {  // crop_device cuda: the sampler's crops, cut from the resident volumes
+          std::tie(in1, in2) = volumes->crop(batch.pairs, batch.images, c_.patch);
           if constexpr (Preset::reconstruction) {
             pb.target1 = in1.contiguous(memory_format);
             pb.target2 = in2.contiguous(memory_format);
