@@ -4,7 +4,8 @@
 // LibTorch's clip_grad_norm_ + torch::optim::Adam launch a few kernels per parameter tensor and read the
 // norm back to the host every step; the trainer then needed that read to decide whether to skip a
 // non-finite step. Here the parameters, their gradients and both Adam moments are each one buffer
-// (train/flat_tensors.hpp), so a step is about fifteen kernels whatever the model, and the skip is a mask:
+// (train/flat_tensors.hpp), so a step is a dozen kernels over the buffers (and some twenty on 0-dim
+// scalars) whatever the model, and the skip is a mask:
 //
 //   norm  = ||g||                           (one reduction over the gradient buffer)
 //   g    *= min(1, max_norm / (norm + 1e-6))   (torch's clip_grad_norm_ coefficient)
