@@ -61,7 +61,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-enum class Optimiser { none, flat, libtorch };
+enum class Optimiser { flat, libtorch };
 
 /// One training step as hdssl-pretrain runs it; `bf16cl` = bf16 autocast and channels-last-3d (CUDA only).
 template <class Preset>

@@ -203,20 +203,7 @@ class ProcessGroup {
 
   /// Starts an in-place sum of `t` over the ranks (a contiguous tensor).
   Pending all_reduce_sum_async(torch::Tensor t, const std::string& what) const {
-    Pending p;
-    p.group_ = this;
-    p.what_ = what;
-#if HDSSL_WITH_GLOO || HDSSL_WITH_NCCL
-    if (!backend_) return p;
-    if (stages_host_tensors(t)) p.target_ = t, p.staged_ = t.to(device_), t = p.staged_;
-    guarded(what, [&] {
-      std::vector<at::Tensor> ts{std::move(t)};
-      p.work_ = backend_->allreduce(ts);
-    });
-#else
-    (void)t;
-#endif
-    return p;
+    return start_all_reduce(std::move(t), /*max=*/false, what);
   }
 
   /// In-place sum of `t` over the ranks, blocking.
@@ -224,19 +211,7 @@ class ProcessGroup {
 
   /// In-place element-wise maximum of `t` over the ranks, blocking.
   void all_reduce_max(torch::Tensor t, const std::string& what) const {
-#if HDSSL_WITH_GLOO || HDSSL_WITH_NCCL
-    if (!backend_) return;
-    const torch::Tensor staged = stages_host_tensors(t) ? t.to(device_) : t;
-    guarded(what, [&] {
-      std::vector<at::Tensor> ts{staged};
-      ::c10d::AllreduceOptions opts;
-      opts.reduceOp = ::c10d::ReduceOp::MAX;
-      wait_for(*backend_->allreduce(ts, opts));
-      if (!staged.is_same(t)) t.copy_(staged);
-    });
-#else
-    (void)t, (void)what;
-#endif
+    start_all_reduce(std::move(t), /*max=*/true, what).wait();
   }
 
   /// Copies rank 0's values of `tensors` into every rank's, in place (one flattened message per dtype).
@@ -286,6 +261,26 @@ class ProcessGroup {
   void barrier(const std::string& what) const { all_reduce_sum(torch::zeros({1}), what); }
 
  private:
+  /// Starts an in-place sum (or maximum) of `t` over the ranks; a host tensor goes through the GPU with NCCL.
+  Pending start_all_reduce(torch::Tensor t, bool max, const std::string& what) const {
+    Pending p;
+    p.group_ = this;
+    p.what_ = what;
+#if HDSSL_WITH_GLOO || HDSSL_WITH_NCCL
+    if (!backend_) return p;
+    if (stages_host_tensors(t)) p.target_ = t, p.staged_ = t.to(device_), t = p.staged_;
+    guarded(what, [&] {
+      std::vector<at::Tensor> ts{std::move(t)};
+      ::c10d::AllreduceOptions opts;
+      if (max) opts.reduceOp = ::c10d::ReduceOp::MAX;
+      p.work_ = backend_->allreduce(ts, opts);
+    });
+#else
+    (void)t, (void)max;
+#endif
+    return p;
+  }
+
 #if HDSSL_WITH_GLOO || HDSSL_WITH_NCCL
   /// NCCL's wait() makes the current stream wait for the collective (its watchdog enforces the timeout);
   /// given a timeout it would block the host until the collective is done, after every backward. Gloo's

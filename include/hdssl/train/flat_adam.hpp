@@ -85,9 +85,9 @@ class FlatAdam {
     torch::Tensor norm = grad_.norm();
     grad_.mul_((max_norm / (norm + 1e-6)).clamp_max(1.0));
     applied_ = torch::isfinite(norm);
-    const torch::Tensor skip = applied_.logical_not();
-    grad_.masked_fill_(skip, 0.0);
-    steps_.add_(applied_.to(torch::kFloat64));
+    const torch::Tensor taken = applied_.to(torch::kFloat64);  // 1 or 0
+    grad_.masked_fill_(applied_.logical_not(), 0.0);
+    steps_.add_(taken);
     const torch::Tensor t = steps_.clamp_min(1.0);  // a skipped first step must not divide by 1 - b^0 = 0
     const torch::Tensor bias_correction1 = 1.0 - torch::pow(beta1, t);
     const torch::Tensor bias_correction2 = 1.0 - torch::pow(beta2, t);
@@ -103,7 +103,7 @@ class FlatAdam {
     denom_.div_(bias_correction2.sqrt().to(torch::kFloat32)).add_(eps);
     // Adam's p.addcdiv_(m, denom, -step_size) computes p + (-step_size * m) / denom: the same order here,
     // with the step size a device scalar that is 0 on a skipped step.
-    const torch::Tensor neg_step_size = ((-lr / bias_correction1) * applied_.to(torch::kFloat64)).to(torch::kFloat32);
+    const torch::Tensor neg_step_size = ((-lr / bias_correction1) * taken).to(torch::kFloat32);
     torch::mul_out(grad_, exp_avg_, neg_step_size);
     params_.buffer().addcdiv_(grad_, denom_);
     // The update went through the buffer: each parameter's own version counter is moved on too, so that
@@ -125,7 +125,6 @@ class FlatAdam {
   const torch::Tensor& applied() const { return applied_; }
   /// Steps taken so far (a host read).
   int64_t steps() const { return static_cast<int64_t>(steps_.item<double>()); }
-  const std::vector<torch::Tensor>& parameters() const { return params_.tensors(); }
 
   /// Runs `write` (a checkpoint save) with the moments and step count in the Adam object, in LibTorch's
   /// own format, and empties it again afterwards (the flat buffers are the state in between).

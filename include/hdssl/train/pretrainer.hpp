@@ -283,8 +283,8 @@ class Pretrainer {
         StepOutcome o;
         o.loss = v[0], o.loss_nce = v[1], o.loss_rec = v[2], o.grad_norm = v[3], o.finite = v[4] > 0.5;
         if (v.size() > 5 && v[5] > 0) stop_votes_ = q.signal ? q.signal : SIGTERM;  // another rank's signal
-        if (!o.finite) o.what = std::isfinite(o.loss) ? "gradient norm" : "loss";
         if (!o.finite) {
+          o.what = std::isfinite(o.loss) ? "gradient norm" : "loss";
           ++state.skipped_nonfinite;
           ++state.consecutive_nonfinite;
           say("warning: step " + std::to_string(q.step) + ": non-finite " + o.what + "; update skipped (" +
@@ -396,9 +396,9 @@ class Pretrainer {
   /// One prepared batch: the sampler's pairs and both augmented view batches, on the CPU. With
   /// augment_device cuda the views are augmented in the step instead: views1/2 stay undefined and
   /// inputs1/2 hold the views before augmentation (in the augmentations' units), `index` their batch number.
-  /// With crop_device cuda the step also cuts the views: pairs.view1/2 stay undefined too, `images` keeps
-  /// the batch's volume images (index = pool index; only the images, not their masks and voxel lists) and
-  /// `lo`/`span` the intensity windows of augmentations in input units ([B, 1, 1, 1, 1]).
+  /// With crop_device cuda the step also cuts the views: pairs.view1/2 stay undefined too and `images`
+  /// keeps the batch's volume images (index = pool index; only the images, not their masks and voxel
+  /// lists). `lo`/`span`: the pairs' intensity windows for augmentations in input units ([B, 1, 1, 1, 1]).
   struct Batch {
     sampling::PairBatch pairs;
     torch::Tensor views1, views2;
@@ -453,6 +453,12 @@ class Pretrainer {
                       ". Use the same options to resume, or another --out to start a new run");
   }
 
+  /// Crops on [0, 1] back through each pair's volume window (lo, span: [B, 1, 1, 1, 1]), for augmentations
+  /// in input units: the same two operations wherever the crops are, so the CPU and the GPU agree bit for bit.
+  static torch::Tensor to_input_units(const torch::Tensor& x, const torch::Tensor& lo, const torch::Tensor& span) {
+    return x * span + lo;
+  }
+
   /// Batch b; `pin` (a CUDA step) puts what the step uploads in page-locked memory.
   void make_batch(int64_t b, const sampling::PairSampler& sampler, const Augmentations& augmentations,
                   const VolumePool& pool, bool pin, Batch& out) const {
@@ -489,26 +495,26 @@ class Pretrainer {
         span.push_back(static_cast<float>(r[1] - r[0]));
       }
       const std::vector<int64_t> shape{n, 1, 1, 1, 1};
-      const auto lo_t = torch::tensor(lo).view(shape), span_t = torch::tensor(span).view(shape);
+      out.lo = torch::tensor(lo).view(shape);
+      out.span = torch::tensor(span).view(shape);
       if (crop_on_device) {  // the step maps its crops the same way
-        out.lo = pinned(lo_t);
-        out.span = pinned(span_t);
+        out.lo = pinned(out.lo);
+        out.span = pinned(out.span);
       } else {
-        in1 = in1 * span_t + lo_t;
-        in2 = in2 * span_t + lo_t;
+        in1 = to_input_units(in1, out.lo, out.span);
+        in2 = to_input_units(in2, out.lo, out.span);
       }
     }
-    if (crop_on_device) {  // the step cuts the views from these volumes (uploaded on first use)
-      out.images.assign(held.size(), torch::Tensor());
-      for (size_t i = 0; i < held.size(); ++i)
-        if (held[i]) out.images[i] = held[i]->image;
+    if (crop_on_device || c_.augment_device == "cuda") {  // the step augments (and maybe crops) on the GPU
       out.views1 = out.views2 = torch::Tensor();
-      return;
-    }
-    if (c_.augment_device == "cuda") {
-      out.inputs1 = pinned(in1);
-      out.inputs2 = pinned(in2);
-      out.views1 = out.views2 = torch::Tensor();
+      if (crop_on_device) {  // the step cuts the views from these volumes (uploaded on first use)
+        out.images.assign(held.size(), torch::Tensor());
+        for (size_t i = 0; i < held.size(); ++i)
+          if (held[i]) out.images[i] = held[i]->image;
+      } else {
+        out.inputs1 = pinned(in1);
+        out.inputs2 = pinned(in2);
+      }
       return;
     }
     if (pin)  // the set augments straight into these (it keeps an output of the right shape)
@@ -570,8 +576,8 @@ class Pretrainer {
           }
           if (batch.span.defined()) {
             const torch::Tensor lo = upload(batch.lo, false), span = upload(batch.span, false);
-            in1 = in1 * span + lo;
-            in2 = in2 * span + lo;
+            in1 = to_input_units(in1, lo, span);
+            in2 = to_input_units(in2, lo, span);
           }
         } else {
           in1 = upload(batch.inputs1, false);

@@ -28,8 +28,7 @@ class StepReadback {
       done_.reset();
       return;
     }
-    if (!host_.defined() || host_.numel() != v.numel() || !host_.is_pinned())
-      host_ = torch::empty({v.numel()}, torch::TensorOptions().dtype(torch::kFloat64).pinned_memory(true));
+    host_ = torch::empty({v.numel()}, torch::TensorOptions().dtype(torch::kFloat64).pinned_memory(true));
     host_.copy_(v, /*non_blocking=*/true);
     const c10::impl::VirtualGuardImpl guard(v.device().type());
     done_.emplace(v.device().type());
